@@ -1,0 +1,163 @@
+"""The container interface: learnable storage that generates (images, labels) in network-input space.
+
+Global image index = class * generated_per_class + i. Every parameter of the module counts towards the
+storage budget; state that is kept but not counted (hard labels, preprocessing) lives outside parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data.datasets import DataSpec
+from ..data.preprocessing import Preprocessing
+from ..errors import BudgetError
+from ..registry import Registry, build_config
+
+CONTAINERS: Registry[Callable[..., "Container"]] = Registry("container")
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (N, C, H, W), network-input space
+    labels: torch.Tensor  # (N,) int64 hard labels
+
+
+class Container(nn.Module):
+    """Base class. Subclasses implement ``generated_per_class`` and ``_generate``."""
+
+    config_class: type = object
+    # True where evaluation must ask for a fresh draw every epoch (HaBa's random hallucinators)
+    random_per_epoch: bool = False
+
+    def __init__(self, spec: DataSpec, images_per_class: int, preprocessing: Preprocessing, config):
+        super().__init__()
+        self.spec = spec
+        self.images_per_class = images_per_class
+        self.preprocessing = preprocessing  # not a submodule: stored with the artifact, not counted
+        self.config = config
+
+    # ------------------------------------------------------------------------------------ the interface
+    def generated_per_class(self) -> int:
+        raise NotImplementedError
+
+    def _generate(self, indices: torch.Tensor, generator: torch.Generator | None, mode: str) -> torch.Tensor:
+        """indices: (N,) global -> images (N, C, H, W) in network-input space."""
+        raise NotImplementedError
+
+    def initialize(self, real, generator: torch.Generator) -> None:
+        """Start from real data (``real`` is an engine RealPool); the default keeps the random start."""
+
+    @torch.no_grad()
+    def after_iteration(self) -> None:
+        """Called once per outer iteration after the optimizer steps (e.g. clamping pixels to [0, 1])."""
+
+    def prune(self, keep: torch.Tensor) -> "Container":
+        raise NotImplementedError(f"{type(self).__name__} cannot remove single images")
+
+    def parameter_groups(self, learning_rate: float) -> list[dict]:
+        """Optimizer parameter groups; containers with parts that need other rates override this."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": learning_rate}]
+
+    def construction(self) -> dict:
+        """Everything needed to rebuild the same shapes: used by artifacts and checkpoints."""
+        from ..registry import config_dict
+
+        return {"config": config_dict(self.config), "images_per_class": self.images_per_class}
+
+    # --------------------------------------------------------------------------------------- generation
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def total_generated(self) -> int:
+        return self.num_classes * self.generated_per_class()
+
+    def labels_of(self, indices: torch.Tensor) -> torch.Tensor:
+        return torch.div(indices, self.generated_per_class(), rounding_mode="floor")
+
+    def generate(self, indices: torch.Tensor, generator: torch.Generator | None = None, mode: str = "distill") -> Batch:
+        """Images for the given global indices; ``mode`` is 'distill' or 'evaluate'."""
+        device = self.device
+        indices = indices.to(device)
+        return Batch(self._generate(indices, generator, mode), self.labels_of(indices))
+
+    def class_indices(self, class_index: int) -> torch.Tensor:
+        per_class = self.generated_per_class()
+        return torch.arange(class_index * per_class, (class_index + 1) * per_class)
+
+    def generate_class(self, class_index: int, count: int | None, generator: torch.Generator) -> Batch:
+        """Up to ``count`` images of one class (a random subset when the class has more)."""
+        indices = self.class_indices(class_index)
+        if count is not None and count < len(indices):
+            indices = indices[torch.randperm(len(indices), generator=generator)[:count]]
+        return self.generate(indices, generator)
+
+    def generate_classes(self, classes: list[int], count: int | None, generator: torch.Generator) -> Batch:
+        """One generator call for several classes, so shared parts run once (concatenated in class order)."""
+        parts = []
+        for c in classes:
+            indices = self.class_indices(c)
+            if count is not None and count < len(indices):
+                indices = indices[torch.randperm(len(indices), generator=generator)[:count]]
+            parts.append(indices)
+        return self.generate(torch.cat(parts), generator)
+
+    @torch.no_grad()
+    def generate_all(self, generator: torch.Generator | None = None, mode: str = "evaluate", batch_size: int = 512) -> Batch:
+        """Every generated image in the fixed order (no graph)."""
+        indices = torch.arange(self.total_generated())
+        parts = [self.generate(chunk, generator, mode) for chunk in indices.split(batch_size)]
+        return Batch(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+
+    def evaluation_source(self):
+        """A callable ``generator -> Batch`` giving one evaluation epoch's training set: the fixed generated
+        set, computed once, or a fresh draw per epoch for containers random by design (HaBa)."""
+        if self.random_per_epoch:
+            return lambda generator: self.generate_all(generator, mode="evaluate")
+        fixed = self.generate_all(None, mode="evaluate")
+        return lambda generator: fixed
+
+    # ------------------------------------------------------------------------------------------ storage
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        return torch.device("cpu")
+
+    def stored_floats(self) -> int:
+        """Every stored number (whatever its dtype) needed to regenerate the images."""
+        return sum(p.numel() for p in self.parameters())
+
+    def stored_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    @property
+    def budget_floats(self) -> int:
+        return self.spec.budget_floats(self.images_per_class)
+
+    def check_budget(self, allowed_ratio: float = 1.0) -> None:
+        """Refuse a container above ``allowed_ratio`` x B (over-budget states must be explicit)."""
+        limit = int(allowed_ratio * self.budget_floats)
+        if self.stored_floats() > limit:
+            raise BudgetError(
+                f"container '{self.registry_name}' stores {self.stored_floats():,} floats, over its budget of "
+                f"{limit:,} ({allowed_ratio:g} x B, B = {self.budget_floats:,} for IPC {self.images_per_class})"
+            )
+
+    registry_name = "container"
+
+
+def create_container(name: str, spec: DataSpec, images_per_class: int, preprocessing: Preprocessing, **overrides) -> Container:
+    """Build a container by name; overrides are fields of its config dataclass (unknown keys raise)."""
+    from ..errors import ConfigError
+
+    if images_per_class < 1:
+        raise ConfigError(f"ipc must be >= 1, got {images_per_class}")
+    cls = CONTAINERS.get(name)
+    config = build_config(cls.config_class, overrides, f"container '{name}'")
+    container = cls(spec, images_per_class, preprocessing, config)
+    container.registry_name = name
+    return container

@@ -1,0 +1,125 @@
+"""Labelled image datasets held in memory as tensors, each built by name.
+
+Every dataset follows one constructor order (torchvision's): ``root, download``. Images are float32 in
+[0, 1], shape (N, C, H, W); labels int64. A validation split (class-balanced, 10% by default, with a
+fixed seed of its own) is carved out of the training set once, so every run sees the same split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry
+
+DATASETS: Registry["DatasetBuilder"] = Registry("dataset")
+DatasetBuilder = Callable[..., "RawSplits"]
+
+VALIDATION_SEED = 20240817  # fixed on purpose: the same validation split for every run and every seed
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a container, network or budget needs to know about a dataset."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int
+    class_names: tuple[str, ...] = ()
+    # digit datasets turn off horizontal flips (IDC's rule); the preset says which rule it follows
+    flip_allowed: bool = True
+
+    @property
+    def image_floats(self) -> int:
+        return self.channels * self.height * self.width
+
+    def budget_floats(self, images_per_class: int) -> int:
+        """The field's storage budget B = classes x IPC x C x H x W."""
+        return self.num_classes * images_per_class * self.image_floats
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[0] != self.labels.shape[0]:
+            raise DataError(f"bad split shapes: images {tuple(self.images.shape)}, labels {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def class_indices(self, num_classes: int) -> list[torch.Tensor]:
+        """Per-class index: element c holds the positions of class c."""
+        order = torch.argsort(self.labels, stable=True)
+        counts = torch.bincount(self.labels, minlength=num_classes).tolist()
+        return list(torch.split(order, counts))
+
+
+@dataclass
+class RawSplits:
+    """What a dataset builder returns: train and test in [0, 1] plus names."""
+
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+    flip_allowed: bool = True
+
+
+@dataclass
+class Dataset:
+    """A dataset by name with its train (validation removed), validation and test splits."""
+
+    name: str
+    spec: DataSpec
+    train: Split
+    validation: Split
+    test: Split
+    source: dict = field(default_factory=dict)
+
+    def class_indices(self) -> list[torch.Tensor]:
+        return self.train.class_indices(self.spec.num_classes)
+
+
+def split_validation(train: Split, num_classes: int, fraction: float) -> tuple[Split, Split]:
+    """Class-balanced validation split with its own fixed seed (independent of the run seed)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"validation_fraction must be in [0, 1), got {fraction}")
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
+    keep, held = [], []
+    for indices in train.class_indices(num_classes):
+        permuted = indices[torch.randperm(len(indices), generator=generator)]
+        n_val = int(round(fraction * len(indices)))
+        if fraction > 0 and len(indices) > 1:
+            n_val = max(1, min(n_val, len(indices) - 1))
+        held.append(permuted[:n_val])
+        keep.append(permuted[n_val:])
+    keep_idx = torch.sort(torch.cat(keep)).values
+    held_idx = torch.sort(torch.cat(held)).values
+    return (
+        Split(train.images[keep_idx], train.labels[keep_idx]),
+        Split(train.images[held_idx], train.labels[held_idx]),
+    )
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    download: bool = False,
+    validation_fraction: float = 0.1,
+) -> Dataset:
+    """Build a dataset by name (see ``DATASETS.names()``); ``root`` is its folder."""
+    builder = DATASETS.get(name)
+    if root is not None and not Path(root).exists():
+        raise DataError(f"dataset root '{root}' does not exist")
+    raw = builder(root=root, download=download)
+    num_classes = len(raw.class_names)
+    train, validation = split_validation(raw.train, num_classes, validation_fraction)
+    _, c, h, w = raw.train.images.shape
+    spec = DataSpec(c, h, w, num_classes, tuple(raw.class_names), raw.flip_allowed)
+    return Dataset(name, spec, train, validation, raw.test, {"root": str(root) if root else None})

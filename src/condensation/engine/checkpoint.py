@@ -1,0 +1,42 @@
+"""Atomic checkpoints: write to a temporary file in the same folder, then rename over the old one."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import ArtifactError
+
+MAGIC = b"CONDENSE-CKPT-1\n"
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Serialize ``state`` with a sha256 trailer; an interrupted write leaves the previous file intact."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint, refusing a truncated or altered file with one clear message."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"no checkpoint at '{path}'")
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        raise ArtifactError(f"'{path}' is not a condensation checkpoint")
+    header_end = data.index(b"\n", len(MAGIC))
+    digest, payload = data[len(MAGIC):header_end].decode(), data[header_end + 1:]
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise ArtifactError(f"checkpoint '{path}' is truncated or corrupted (checksum mismatch)")
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)

@@ -1,0 +1,21 @@
+"""Errors raised to users: one clear message, raised before any work starts."""
+
+
+class CondensationError(Exception):
+    """Base class for every error this library raises on purpose."""
+
+
+class ConfigError(CondensationError, ValueError):
+    """A config field, name or budget is invalid; the message names the field and the allowed values."""
+
+
+class BudgetError(ConfigError):
+    """A container would store more floats than its budget allows."""
+
+
+class ArtifactError(CondensationError):
+    """An artifact or checkpoint is missing, truncated, tampered with or of the wrong schema."""
+
+
+class DataError(CondensationError):
+    """A dataset root is missing or malformed."""

@@ -1,0 +1,87 @@
+"""Shared pieces of every network: the registry, the input-shape check and the norm/activation tables."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data.datasets import DataSpec
+from ..errors import ConfigError
+from ..registry import Registry, build_config
+
+NETWORKS: Registry[Callable[..., "Network"]] = Registry("network")
+
+
+class Network(nn.Module):
+    """A classifier with ``embed`` (penultimate features) and ``classify`` (the linear head)."""
+
+    def __init__(self, spec: DataSpec):
+        super().__init__()
+        self.input_shape = (spec.channels, spec.height, spec.width)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, D)
+        raise NotImplementedError
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"{type(self).__name__} was built for inputs {self.input_shape}, got {tuple(x.shape[1:])}"
+            )
+        return self.classify(self.embed(x))
+
+    def _finish(self, num_classes: int) -> None:
+        """Size the head by a dry run; refuse image sizes the feature stack cannot take."""
+        with torch.no_grad():
+            try:
+                features = self.embed(torch.zeros(2, *self.input_shape))
+            except RuntimeError as error:
+                raise ConfigError(
+                    f"{type(self).__name__} cannot take {self.input_shape[1]}x{self.input_shape[2]} images: {error}"
+                ) from None
+        self.feature_dim = features.shape[1]
+        self.head = nn.Linear(self.feature_dim, num_classes)
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":  # the field's "instancenorm" is GroupNorm(C, C) with affine
+        return nn.GroupNorm(channels, channels, affine=True)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # per-sample statistics over (C, H, W), per-channel affine
+        return nn.GroupNorm(1, channels, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ConfigError(f"unknown norm '{kind}'; choose one of: instance, batch, layer, none")
+
+
+def make_activation(kind: str) -> nn.Module:
+    table = {"relu": nn.ReLU, "leakyrelu": lambda: nn.LeakyReLU(0.01), "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+    if kind not in table:
+        raise ConfigError(f"unknown activation '{kind}'; choose one of: {', '.join(table)}")
+    return table[kind]()
+
+
+def make_pool(kind: str) -> nn.Module:
+    table = {"avg": lambda: nn.AvgPool2d(2, 2), "max": lambda: nn.MaxPool2d(2, 2), "none": nn.Identity}
+    if kind not in table:
+        raise ConfigError(f"unknown pooling '{kind}'; choose one of: {', '.join(table)}")
+    return table[kind]()
+
+
+def create_network(name: str, spec: DataSpec, **overrides) -> Network:
+    """Build a network by name for a dataset's shape, e.g. ``create_network('convnet', spec, depth=4)``."""
+    return NETWORKS.get(name)(spec, **overrides)
+
+
+def default_depth(spec: DataSpec) -> int:
+    """ConvNet-3 for 28/32 px (and smaller), 4 for 64 px, 5 for 128 px (the field's convention)."""
+    size = max(spec.height, spec.width)
+    return 3 if size <= 32 else 4 if size <= 64 else 5
+
+
+def configured(config_class, overrides, name):
+    return build_config(config_class, overrides, f"network '{name}'")

@@ -1,0 +1,109 @@
+"""The objective interface: hooks around the engine's one condensation loop (engine/condense.py).
+
+The engine calls, per outer iteration::
+
+    objective.begin_iteration(iteration, generator)        # network schedule
+    for classes in objective.class_groups(num_classes):    # per class, or one group of all classes
+        optimizer.zero_grad()
+        loss = objective.backward(container, real, classes, generator)   # sets .grad
+        optimizer.step()
+    container.after_iteration()
+    objective.end_iteration(container, real, generator)    # e.g. train the network
+
+An objective owns its network(s) and their schedule; the engine owns the loop and the optimizer steps.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data.augment import DSA, DSAConfig
+from ..data.datasets import DataSpec
+from ..networks import create_network
+from ..registry import Registry, build_config
+
+OBJECTIVES: Registry[type] = Registry("objective")
+
+
+class Objective:
+    config_class: type = object
+    per_class: bool = True  # True: one optimizer step per class group; False: one group of all classes
+
+    def __init__(self, spec: DataSpec, config, device: torch.device | str = "cpu"):
+        self.spec = spec
+        self.config = config
+        self.device = torch.device(device)
+
+    # ----------------------------------------------------------------------------------------- hooks
+    def class_groups(self, num_classes: int) -> list[list[int]]:
+        return [[c] for c in range(num_classes)] if self.per_class else [list(range(num_classes))]
+
+    def begin_iteration(self, iteration: int, generator: torch.Generator) -> None:
+        pass
+
+    def loss(self, container, real, classes: list[int], generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def backward(self, container, real, classes: list[int], generator: torch.Generator) -> float:
+        """Set gradients on the container (and extra parameters); return the loss value."""
+        loss = self.loss(container, real, classes, generator)
+        loss.backward()
+        return float(loss.detach())
+
+    def end_iteration(self, container, real, generator: torch.Generator) -> None:
+        pass
+
+    def extra_parameter_groups(self) -> list[dict]:
+        """Learnable parameters beyond the container (e.g. MTT's step size), as optimizer groups."""
+        return []
+
+    def artifact_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors saved with the artifact but not counted (e.g. MTT's learned step size)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit (networks, their optimizers)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    # -------------------------------------------------------------------------------------- helpers
+    def fresh_network(self, generator: torch.Generator, name: str = "convnet", **overrides) -> nn.Module:
+        """A randomly initialized network whose weights come from the run generator."""
+        return seeded_network(name, self.spec, generator, self.device, **overrides)
+
+    def make_augment(self, dsa: bool, mode: str = "single", strategy: str | None = None) -> DSA | None:
+        if not dsa:
+            return None
+        config = DSAConfig(mode=mode) if strategy is None else DSAConfig(mode=mode, strategy=strategy)
+        return DSA(config, flip_allowed=self.spec.flip_allowed)
+
+
+def seeded_network(name: str, spec: DataSpec, generator: torch.Generator, device, **overrides) -> nn.Module:
+    """Build a network with weights drawn from a seed taken from ``generator`` (no global RNG leaks)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = create_network(name, spec, **overrides)
+    return network.to(device)
+
+
+def create_objective(name: str, spec: DataSpec, device="cpu", **overrides) -> Objective:
+    cls = OBJECTIVES.get(name)
+    config = build_config(cls.config_class, overrides, f"objective '{name}'")
+    objective = cls(spec, config, device)
+    objective.registry_name = name
+    return objective
+
+
+def freeze(network: nn.Module) -> nn.Module:
+    """Random feature extractors (DM, ECHO) need no parameter gradients: the graph then only reaches images."""
+    for p in network.parameters():
+        p.requires_grad_(False)
+    return network
+
+
+ObjectiveFactory = Callable[..., Objective]

@@ -1,0 +1,260 @@
+"""The public entry points the CLI wraps: ``distill`` (condense, save, evaluate) and ``evaluate_artifact``."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .artifacts import atomic_write_json, is_artifact, load_artifact, save_artifact
+from .containers import create_container
+from .data import Preprocessing, load_dataset
+from .engine.condense import LoopConfig, OptimizerConfig, condense
+from .engine.real import RealPool
+from .errors import ConfigError
+from .evaluation import AccuracySummary, evaluate_container, get_protocol
+from .networks import NETWORKS
+from .objectives import create_objective
+from .recipes import get_recipe
+from .registry import build_config
+from .selection import SELECTIONS
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; a config file holds these keys, CLI flags override them."""
+
+    recipe: str
+    dataset: str
+    ipc: int = 1
+    seed: int = 0
+    iterations: int | None = None  # None: the recipe's default
+    device: str = "auto"
+    out: str | None = None
+    data_root: str | None = None
+    container: str | None = None  # None: the recipe's
+    container_settings: dict = field(default_factory=dict)
+    objective: str | None = None
+    objective_settings: dict = field(default_factory=dict)
+    learning_rate: float | None = None
+    protocol: str | None = None
+    protocol_settings: dict = field(default_factory=dict)
+    architectures: tuple[str, ...] | None = None
+    evaluate: bool = True
+    random_baseline: bool = False
+    random_baseline_draws: int = 3
+    checkpoint_every: int = 50
+    validation_fraction: float = 0.1
+    budget_ratio: float = 1.0  # > 1 only for explicit over-budget states (HMN before pruning, HaBa paper mode)
+    progress: bool = True
+
+
+def load_run_config(path: str | Path, **overrides) -> RunConfig:
+    """A JSON or TOML file of RunConfig keys (unknown keys are refused), then overrides."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist")
+    if path.suffix == ".toml":
+        import tomllib
+
+        values = tomllib.loads(path.read_text())
+    else:
+        values = json.loads(path.read_text())
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "architectures" in values and values["architectures"] is not None:
+        values["architectures"] = tuple(values["architectures"])
+    return build_config(RunConfig, values, "run")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
+    return device
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+@dataclass
+class Plan:
+    """A validated run: every name resolved, before any data is read."""
+
+    config: RunConfig
+    recipe: object
+    container_name: str
+    container_settings: dict
+    objective_name: str | None
+    objective_settings: dict
+    optimizer: OptimizerConfig
+    iterations: int
+    protocol: object
+    architectures: tuple[str, ...]
+    device: torch.device
+
+
+def plan_run(config: RunConfig) -> Plan:
+    """Validate names, budgets and settings up front so that bad input fails before work starts."""
+    from .data import DATASETS
+    from .containers import CONTAINERS
+    from .objectives import OBJECTIVES
+
+    recipe = get_recipe(config.recipe)
+    DATASETS.get(config.dataset)
+    if config.ipc < 1:
+        raise ConfigError(f"ipc must be >= 1, got {config.ipc}")
+    container_name = config.container or recipe.container
+    CONTAINERS.get(container_name)
+    objective_name = config.objective or recipe.objective
+    if objective_name is not None:
+        OBJECTIVES.get(objective_name)
+    if recipe.selection and (config.objective or config.container):
+        raise ConfigError(f"recipe '{recipe.name}' selects real images; it takes no --objective or --container")
+    container_settings = {**(recipe.container_settings if container_name == recipe.container else {}),
+                          **config.container_settings}
+    objective_settings = {**(recipe.objective_settings if objective_name == recipe.objective else {}),
+                          **config.objective_settings}
+    iterations = recipe.iterations if config.iterations is None else config.iterations
+    if iterations < 0:
+        raise ConfigError(f"iterations must be >= 0, got {iterations}")
+    learning_rate = config.learning_rate if config.learning_rate is not None else (
+        recipe.optimizer.learning_rate * (config.ipc if recipe.learning_rate_times_ipc else 1))
+    optimizer = dataclasses.replace(recipe.optimizer, learning_rate=learning_rate)
+    protocol = get_protocol(config.protocol or recipe.protocol, **config.protocol_settings)
+    architectures = tuple(config.architectures or protocol.architectures)
+    for name in architectures:
+        NETWORKS.get(name)
+    if config.random_baseline_draws < 1:
+        raise ConfigError("random_baseline_draws must be >= 1")
+    return Plan(config, recipe, container_name, container_settings, objective_name, objective_settings,
+                optimizer, iterations, protocol, architectures, resolve_device(config.device))
+
+
+def fingerprint(config: RunConfig) -> str:
+    """Identifies a run's configuration for --resume (progress and output settings excluded)."""
+    values = dataclasses.asdict(config)
+    for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device"):
+        values.pop(key)
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def distill(config: RunConfig, resume: bool = False) -> dict:
+    """Condense, save the artifact, evaluate; returns (and writes) results.json's content."""
+    plan = plan_run(config)
+    out = Path(config.out or f"runs/{config.recipe}-{config.dataset}-ipc{config.ipc}-seed{config.seed}")
+    if is_artifact(out) and not resume:
+        raise ConfigError(f"'{out}' already holds a finished artifact; choose another --out (nothing was changed)")
+    dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction)
+    preprocessing = Preprocessing(plan.recipe.preprocessing).fit(dataset.train.images)
+    container = create_container(plan.container_name, dataset.spec, config.ipc, preprocessing, **plan.container_settings)
+    container.check_budget(config.budget_ratio)
+    objective = (create_objective(plan.objective_name, dataset.spec, plan.device, **plan.objective_settings)
+                 if plan.objective_name and not plan.recipe.selection else None)
+    out.mkdir(parents=True, exist_ok=True)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    device = plan.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    real = RealPool(dataset.train, dataset.spec.num_classes, preprocessing, device)
+    container = container.to(device)
+    started = time.perf_counter()
+    if plan.recipe.selection:
+        SELECTIONS[plan.recipe.selection](container, real, generator)
+        losses = []
+    else:
+        container.initialize(real, generator)
+        result = condense(
+            container, objective, real, plan.optimizer, LoopConfig(plan.iterations, config.checkpoint_every),
+            generator, checkpoint_path=out / "checkpoint.pt", resume=resume, fingerprint=fingerprint(config),
+            metrics_path=out / "metrics.jsonl", progress=config.progress,
+        )
+        losses = result.losses
+    distill_seconds = time.perf_counter() - started
+    objective_values = {k: float(v) for k, v in (objective.artifact_tensors() if objective else {}).items()}
+    metadata = {
+        "recipe": plan.recipe.name, "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed,
+        "config": _jsonable(dataclasses.asdict(config)),
+        "objective": {"name": plan.objective_name, "settings": plan.objective_settings} if objective else None,
+        "optimizer": dataclasses.asdict(plan.optimizer), "iterations": plan.iterations,
+        "objective_values": objective_values, "final_loss": losses[-1] if losses else None,
+    }
+    save_artifact(out, container, metadata)
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+
+    results = {
+        "recipe": plan.recipe.name, "container": plan.container_name, "objective": plan.objective_name,
+        "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed, "iterations": plan.iterations,
+        "protocol": plan.protocol.settings(),
+        "stored_floats": container.stored_floats(), "stored_bytes": container.stored_bytes(),
+        "budget_floats": container.budget_floats, "budget_ratio": container.stored_floats() / container.budget_floats,
+        "generated_images_per_class": container.generated_per_class(),
+        "generated_images_total": container.total_generated(),
+        "accuracy": {}, "wall_clock_seconds": {"distill": round(distill_seconds, 2), "evaluate": 0.0},
+    }
+    if config.evaluate:
+        started = time.perf_counter()
+        accuracy = evaluate_container(container, dataset.test, plan.protocol, config.seed, plan.architectures,
+                                      device, objective_values.get("learned_learning_rate"), config.progress)
+        results["accuracy"] = {k: dataclasses.asdict(v) for k, v in accuracy.items()}
+        if config.random_baseline:
+            results["random_baseline"] = random_baseline(dataset, real, preprocessing, config, plan, device)
+        results["wall_clock_seconds"]["evaluate"] = round(time.perf_counter() - started, 2)
+    results.update(peak_memory_bytes=peak_memory_bytes(device), device=str(device), torch_version=torch.__version__,
+                   library_version=__version__, python_version=platform.python_version())
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def random_baseline(dataset, real: RealPool, preprocessing, config: RunConfig, plan: Plan, device) -> dict:
+    """Random real images at the same IPC, over several independent draws (the draw alone moves accuracy)."""
+    values, draws = [], []
+    for draw in range(config.random_baseline_draws):
+        generator = torch.Generator().manual_seed(10_000 + 7919 * draw + config.seed)
+        pixels = create_container("pixels", dataset.spec, config.ipc, preprocessing).to(device)
+        pixels.initialize(real, generator)
+        summary = evaluate_container(pixels, dataset.test, plan.protocol, config.seed + draw, plan.architectures[:1], device)
+        first = next(iter(summary.values()))
+        values += first.values
+        draws.append(first.mean)
+    summary = AccuracySummary.of(values)
+    return {**dataclasses.asdict(summary), "draws": [round(d, 4) for d in draws]}
+
+
+def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=None, seed: int = 0,
+                      device: str = "auto", data_root: str | None = None, progress: bool = True, **protocol_settings) -> dict:
+    """Evaluate a saved artifact on its dataset's real test split."""
+    torch_device = resolve_device(device)
+    artifact = load_artifact(path, torch_device)
+    meta = artifact.metadata
+    chosen = get_protocol(protocol, **protocol_settings)
+    dataset = load_dataset(meta["dataset"], data_root or meta["config"].get("data_root"),
+                           validation_fraction=meta["config"].get("validation_fraction", 0.1))
+    accuracy = evaluate_container(artifact.container, dataset.test, chosen, seed, tuple(architectures or chosen.architectures),
+                                  torch_device, artifact.learned_learning_rate, progress)
+    return {"artifact": str(path), "protocol": chosen.settings(),
+            "accuracy": {k: dataclasses.asdict(v) for k, v in accuracy.items()}}
+
+
+def _jsonable(values: dict) -> dict:
+    return json.loads(json.dumps(values, default=str))
+
+
+def python_info() -> str:
+    return f"{sys.version.split()[0]} torch {torch.__version__}"
