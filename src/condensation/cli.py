@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     l = commands.add_parser("list", help="list registered names")
     l.add_argument("what", choices=["datasets", "recipes", "protocols", "containers", "objectives", "networks"])
 
+    t = commands.add_parser("experts", help="train expert trajectories on real data for trajectory matching (MTT)")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--data-root")
+    t.add_argument("--out", required=True)
+    t.add_argument("--config", help="JSON file of expert settings (see condensation.engine.experts)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", dest="expert_set", help="expert setting (repeatable)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--quiet", action="store_true")
+
     x = commands.add_parser("export", help="export an artifact's generated set to a field layout")
     x.add_argument("artifact")
     x.add_argument("--format", choices=["dc", "mtt"], required=True)
@@ -192,7 +202,13 @@ def _export(args) -> int:
     return 0
 
 
-COMMANDS = {"distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
+def _experts(args) -> int:
+    from .engine.experts import experts_command
+
+    return experts_command(args, _key_values(args.expert_set, "--set"))
+
+
+COMMANDS = {"experts": _experts, "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
 
 if __name__ == "__main__":
     sys.exit(main())

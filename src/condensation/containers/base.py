@@ -54,6 +54,13 @@ class Container(nn.Module):
     def after_iteration(self) -> None:
         """Called once per outer iteration after the optimizer steps (e.g. clamping pixels to [0, 1])."""
 
+    def regularization(self, classes: list[int], generator: torch.Generator) -> torch.Tensor | None:
+        """An extra loss the container adds to every objective step (HaBa's adversarial contrastive term)."""
+        return None
+
+    def after_step(self, generator: torch.Generator) -> None:
+        """Called after every optimizer step (HaBa's adversary takes its own step here)."""
+
     def prune(self, keep: torch.Tensor) -> "Container":
         raise NotImplementedError(f"{type(self).__name__} cannot remove single images")
 

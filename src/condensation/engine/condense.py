@@ -90,9 +90,14 @@ def condense(
             for classes in objective.class_groups(container.num_classes):
                 optimizer.zero_grad(set_to_none=True)
                 total += objective.backward(container, real, classes, generator)
+                extra = container.regularization(classes, generator)
+                if extra is not None:
+                    extra.backward()
+                    total += float(extra.detach())
                 if optimizer_config.gradient_clip > 0:
                     torch.nn.utils.clip_grad_norm_(container.parameters(), optimizer_config.gradient_clip)
                 optimizer.step()
+                container.after_step(generator)
             container.after_iteration()
             objective.end_iteration(container, real, generator)
             if not math.isfinite(total):

@@ -1,5 +1,8 @@
 """Named recipes: the published methods as container + objective + hyperparameters.
 
+One module per family registers its recipes: baselines (random, herding, dm, echo), matching (dc, dsa, idc,
+mtt), seed (hmn, rtp, haba).
+
 A recipe is data. ``iterations`` is the recipe's default outer-iteration count (the paper's where it fits a
 CPU; CLI ``--iterations`` overrides it). Recipes with ``selection`` choose real images and train nothing.
 """
@@ -7,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .engine.condense import OptimizerConfig
-from .errors import ConfigError
+from ..engine.condense import OptimizerConfig
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,15 +46,6 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-register_recipe(Recipe("random", "pixels", None, selection="random", description="random real images"))
-register_recipe(Recipe("herding", "pixels", None, selection="herding",
-                       description="herding in the features of a briefly trained ConvNet"))
-register_recipe(Recipe(
-    "dm", "pixels", "dm", optimizer=OptimizerConfig("sgd", 1.0, 0.5), iterations=20000,
-    description="distribution matching (Zhao & Bilen 2023): pixels, image lr 1, momentum 0.5",
-))
-register_recipe(Recipe(
-    "echo", "multi_formation", "echo", container_settings={"factor": 2, "init": "mosaic"},
-    optimizer=OptimizerConfig("sgd", 5e-3, 0.5), learning_rate_times_ipc=True, iterations=5000,
-    description="ECHO/M3D: multi-formation f=2 + Gaussian-kernel MMD; image lr IPC x 5e-3 ([0,1] pixels)",
-))
+
+
+from . import baselines  # noqa: E402,F401  (registers the recipes)
