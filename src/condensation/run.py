@@ -157,7 +157,7 @@ def fingerprint(config: RunConfig) -> str:
 def distill(config: RunConfig, resume: bool = False) -> dict:
     """Condense, save the artifact, evaluate; returns (and writes) results.json's content."""
     plan = plan_run(config)
-    out = Path(config.out or f"runs/{config.recipe}-{config.dataset}-ipc{config.ipc}-seed{config.seed}")
+    out = Path(config.out) if config.out else _default_out(config, resume)
     if is_artifact(out) and not resume:
         raise ConfigError(f"'{out}' already holds a finished artifact; choose another --out (nothing was changed)")
     dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction)
@@ -220,6 +220,16 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
                    library_version=__version__, python_version=platform.python_version())
     atomic_write_json(out / "results.json", results)
     return results
+
+
+def _default_out(config: RunConfig, resume: bool) -> Path:
+    """runs/<recipe>-<dataset>-ipc<N>-seed<S>, with -2, -3, ... appended rather than touching a finished run."""
+    base = Path("runs") / f"{config.recipe}-{config.dataset}-ipc{config.ipc}-seed{config.seed}"
+    candidate, number = base, 1
+    while is_artifact(candidate) and not resume:
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
 
 
 def random_baseline(dataset, real: RealPool, preprocessing, config: RunConfig, plan: Plan, device) -> dict:

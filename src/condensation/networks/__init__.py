@@ -1,4 +1,4 @@
 from .base import NETWORKS, Network, create_network
-from . import convnet  # noqa: F401  (registers the ConvNet family)
+from . import alexnet, convnet, mlp, resnet, vgg  # noqa: F401  (register the networks)
 
 __all__ = ["NETWORKS", "Network", "create_network"]

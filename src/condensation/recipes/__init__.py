@@ -49,3 +49,5 @@ def get_recipe(name: str) -> Recipe:
 
 
 from . import baselines  # noqa: E402,F401  (registers the recipes)
+from . import matching  # noqa: E402,F401  (registers dc, dsa, idc)
+from . import trajectory  # noqa: E402,F401  (registers mtt, bptt_pixels)

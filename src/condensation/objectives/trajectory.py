@@ -1,0 +1,272 @@
+"""Trajectory matching (MTT, Cazenavette et al. 2022; HaBa's objective). METHODS.md 2.4.
+
+GeorgeCazenavette/mtt-distillation distill.py was read, not copied. Each iteration: pick an expert and a
+start epoch t ~ U[0, T+); a student starts at the expert's parameters theta*_t and takes N SGD steps on
+generated batches with a learned step size alpha (``syn_lr``); the loss is
+
+    ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2.
+
+``memory='unrolled'`` keeps the graph of all N steps (MTT). ``memory='constant'`` gives the same gradient
+with the graph of one step at a time (TESLA's idea, Cui et al. 2023, made exact): with
+theta_{i+1} = theta_i - alpha g_i(theta_i, X_i) and a_i = dL/dtheta_i,
+
+    a_N = 2 (theta_N - theta*) / D,   a_i = a_{i+1} - alpha H_i a_{i+1}   (H_i = dg_i/dtheta_i, an HVP)
+    dL/dX_i = -alpha (dg_i/dX_i)^T a_{i+1},   dL/dalpha = -sum_i g_i . a_{i+1}.
+
+A forward pass without graph stores the N flat parameter vectors (N x P floats, no activations) and each
+step's batch indices and generator state; a backward sweep then rebuilds one step's graph at a time, from
+the same images, and applies the three formulas above with one double-backward call per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..engine.experts import ExpertBuffer, build_network, parameter_layout
+from ..errors import ConfigError
+from .base import OBJECTIVES, Objective
+
+
+class FunctionalNetwork:
+    """A network evaluated at a flat parameter vector theta (P,) instead of its own parameters."""
+
+    def __init__(self, network: nn.Module):
+        for p in network.parameters():
+            p.requires_grad_(False)  # only theta carries gradients
+        self.network = network
+        self.names = [name for name, _ in network.named_parameters()]
+        self.shapes = [p.shape for p in network.parameters()]
+        self.sizes = [p.numel() for p in network.parameters()]
+        self.buffers = dict(network.named_buffers())
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(self.sizes)
+
+    def flatten(self) -> torch.Tensor:
+        """(P,) the module's own parameters (a fresh network's initialization)."""
+        return torch.cat([p.detach().reshape(-1) for p in self.network.parameters()])
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: part.view(shape) for name, part, shape in zip(self.names, theta.split(self.sizes), self.shapes)}
+
+    def __call__(self, theta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """theta (P,), inputs (N, C, H, W) -> logits (N, classes)."""
+        return functional_call(self.network, {**self.unflatten(theta), **self.buffers}, (inputs,))
+
+    def gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, create_graph: bool) -> torch.Tensor:
+        """(P,) gradient of the mean cross-entropy at theta (which must require grad)."""
+        loss = F.cross_entropy(self(theta, images), labels)
+        return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
+
+
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype the container computes in (float32 unless a test made it float64)."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def trainable(module: nn.Module) -> list[torch.Tensor]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+MEMORY_MODES = ("unrolled", "constant")
+
+
+@dataclass(frozen=True)
+class TrajectoryMatchingConfig:
+    """Defaults: MTT's CIFAR-10 IPC 1 settings. The network is the experts' (from their manifest)."""
+
+    experts: str = ""  # a directory written by `condense experts` (required)
+    syn_steps: int = 50  # N student steps per iteration
+    expert_epochs: int = 2  # M: the target is theta*_{t+M}
+    max_start_epoch: int = 2  # T+: t ~ U[0, T+)
+    batch_syn: int = 0  # generated images per student step; 0: all of them every step
+    syn_lr: float = 0.01  # initial learned step size alpha (MTT's lr_teacher)
+    lr_lr: float = 1e-7  # learning rate of alpha
+    lr_momentum: float = 0.5  # momentum of alpha's SGD (MTT 0.5, HaBa 0.9)
+    min_syn_lr: float = 0.001  # alpha is clamped to >= this after every iteration (HaBa's clip)
+    dsa: bool = True  # DSA, single mode, a fresh draw per step and per image (not siamese)
+    memory: str = "unrolled"  # "unrolled" (MTT) or "constant" (one step's graph at a time, same gradient)
+
+
+@dataclass
+class Episode:
+    """One iteration's draw: start and target parameters and each student step's indices."""
+
+    start: torch.Tensor  # (P,) theta*_t
+    target: torch.Tensor  # (P,) theta*_{t+M}
+    steps: list[torch.Tensor]  # N index tensors, each (batch,)
+
+
+def matching_loss(theta: torch.Tensor, start: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """||theta - target||^2 / ||start - target||^2 (MTT's division by P cancels)."""
+    return (theta - target).pow(2).sum() / (start - target).pow(2).sum()
+
+
+@OBJECTIVES.register("mtt")
+class TrajectoryMatching(Objective):
+    config_class = TrajectoryMatchingConfig
+    per_class = False
+
+    def __init__(self, spec, config: TrajectoryMatchingConfig, device="cpu"):
+        super().__init__(spec, config, device)
+        _validate(config)
+        self.buffer = ExpertBuffer(config.experts)  # reads the manifest only; trajectories are read lazily
+        self._check_experts()
+        name, settings = self.buffer.network
+        self.functional = FunctionalNetwork(build_network(name, spec, settings).to(self.device))
+        self.syn_lr = nn.Parameter(torch.tensor(float(config.syn_lr), device=self.device))
+        self.augment = self.make_augment(config.dsa, "single")
+        self._preprocessing_checked = False
+
+    # ---------------------------------------------------------------------------------------- checks
+    def _check_experts(self) -> None:
+        manifest, spec, config = self.buffer.manifest, self.spec, self.config
+        shape = {"channels": spec.channels, "height": spec.height, "width": spec.width, "num_classes": spec.num_classes}
+        if manifest["spec"] != shape:
+            raise ConfigError(f"experts in '{config.experts}' were trained on data of shape {manifest['spec']}, "
+                              f"this run has {shape}")
+        name, settings = self.buffer.network
+        if parameter_layout(build_network(name, self.spec, settings)) != manifest["parameters"]:
+            raise ConfigError(f"the parameters of network '{name}' {settings} do not match those stored in "
+                              f"'{config.experts}' (different library version?)")
+        last_needed = config.max_start_epoch - 1 + config.expert_epochs
+        if last_needed > self.buffer.epochs:
+            raise ConfigError(f"max_start_epoch {config.max_start_epoch} + expert_epochs {config.expert_epochs} needs "
+                              f"experts trained {last_needed} epochs; '{config.experts}' has {self.buffer.epochs}")
+
+    def _check_preprocessing(self, container) -> None:
+        """Experts and container must see the same network-input space (kind, mean, std)."""
+        if self._preprocessing_checked:
+            return
+        stored = self.buffer.manifest["preprocessing"]
+        preprocessing = getattr(container, "preprocessing", None)
+        if preprocessing is not None:
+            same = preprocessing.kind == stored["kind"] and all(
+                torch.allclose(preprocessing.tensors[key].double().cpu(), torch.tensor(stored[key], dtype=torch.float64),
+                               rtol=1e-5, atol=1e-6)
+                for key in ("mean", "std"))
+            if not same:
+                raise ConfigError(f"experts in '{self.config.experts}' were trained with '{stored['kind']}' preprocessing "
+                                  f"fitted on {self.buffer.manifest['dataset']}; this run uses '{preprocessing.kind}' "
+                                  "or other data: train experts with the run's preprocessing and dataset")
+        self._preprocessing_checked = True
+
+    # ---------------------------------------------------------------------------------------- pieces
+    def _episode(self, container, generator: torch.Generator) -> Episode:
+        config, total = self.config, container.total_generated()
+        expert = int(torch.randint(self.buffer.count, (1,), generator=generator))
+        start_epoch = int(torch.randint(config.max_start_epoch, (1,), generator=generator))
+        rows = self.buffer.rows(expert, [start_epoch, start_epoch + config.expert_epochs])
+        rows = rows.to(self.device, parameter_dtype(container))  # (2, P)
+        batch = config.batch_syn or total
+        steps: list[torch.Tensor] = []
+        while len(steps) < config.syn_steps:  # MTT: a fresh permutation whenever the chunks run out
+            steps += list(torch.randperm(total, generator=generator).split(batch))
+        return Episode(rows[0], rows[1], steps[:config.syn_steps])
+
+    def _batch(self, container, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = container.generate(indices, generator)
+        images = batch.images if self.augment is None else self.augment(batch.images, generator)
+        return images, batch.labels
+
+    # ----------------------------------------------------------------------------------------- hooks
+    def loss(self, container, real, classes, generator):
+        """The unrolled loss (MTT): the graph of all N steps is kept."""
+        self._check_preprocessing(container)
+        episode = self._episode(container, generator)
+        alpha = self.syn_lr.to(episode.start.dtype)
+        theta = episode.start.clone().requires_grad_(True)
+        for indices in episode.steps:
+            images, labels = self._batch(container, indices, generator)
+            theta = theta - alpha * self.functional.gradient(theta, images, labels, create_graph=True)
+        return matching_loss(theta, episode.start, episode.target)
+
+    def backward(self, container, real, classes, generator):
+        if self.config.memory == "unrolled":
+            return super().backward(container, real, classes, generator)
+        self._check_preprocessing(container)
+        episode = self._episode(container, generator)
+        alpha = float(self.syn_lr.detach())
+
+        # forward: no graph; keep theta_i and what regenerates step i's images exactly
+        snapshots, states = [], []
+        theta = episode.start
+        for indices in episode.steps:
+            states.append(generator.get_state())
+            snapshots.append(theta)
+            with torch.no_grad():
+                images, labels = self._batch(container, indices, generator)
+            leaf = theta.detach().requires_grad_(True)
+            theta = theta - alpha * self.functional.gradient(leaf, images, labels, create_graph=False)
+        loss = matching_loss(theta, episode.start, episode.target)
+        adjoint = 2 * (theta - episode.target) / (episode.start - episode.target).pow(2).sum()  # (P,) dL/dtheta_N
+
+        # backward sweep: one step's graph at a time
+        parameters, replay = trainable(container), torch.Generator()
+        for i in reversed(range(len(episode.steps))):
+            replay.set_state(states[i])
+            images, labels = self._batch(container, episode.steps[i], replay)
+            leaf = snapshots[i].detach().requires_grad_(True)
+            gradient = self.functional.gradient(leaf, images, labels, create_graph=True)
+            step = -(self.syn_lr.to(leaf.dtype) * (gradient * adjoint).sum())  # a_{i+1} . (theta_{i+1} - theta_i)
+            inputs = parameters + [self.syn_lr] + ([leaf] if i > 0 else [])
+            torch.autograd.backward(step, inputs=inputs)
+            if i > 0:
+                adjoint = adjoint + leaf.grad  # a_i = a_{i+1} - alpha H_i a_{i+1}
+            snapshots[i] = None
+        return float(loss)
+
+    @torch.no_grad()
+    def end_iteration(self, container, real, generator):
+        self.syn_lr.clamp_(min=self.config.min_syn_lr)
+
+    def extra_parameter_groups(self):
+        return [{"params": [self.syn_lr], "lr": self.config.lr_lr, "momentum": self.config.lr_momentum}]
+
+    def artifact_tensors(self):
+        return {"learned_learning_rate": self.syn_lr.detach().cpu()}
+
+    def state_dict(self):
+        return {"syn_lr": self.syn_lr.detach().cpu()}
+
+    def load_state_dict(self, state):
+        if "syn_lr" in state:
+            with torch.no_grad():
+                self.syn_lr.copy_(state["syn_lr"])  # in place: the optimizer keeps its reference
+
+
+def _validate(config: TrajectoryMatchingConfig) -> None:
+    if not config.experts:
+        raise ConfigError("objective 'mtt' needs experts: a directory written by `condense experts` "
+                          "(e.g. --objective-set experts=runs/experts)")
+    if config.memory not in MEMORY_MODES:
+        raise ConfigError(f"mtt memory must be one of: {', '.join(MEMORY_MODES)}; got '{config.memory}'")
+    for name in ("syn_steps", "expert_epochs", "max_start_epoch"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"mtt {name} must be >= 1, got {getattr(config, name)}")
+    if config.batch_syn < 0 or config.syn_lr <= 0 or config.lr_lr < 0:
+        raise ConfigError("mtt needs batch_syn >= 0, syn_lr > 0 and lr_lr >= 0")
+
+
+# HaBa's trajectory-matching settings for CIFAR-10 (METHODS.md 1.4, Huage001/DatasetFactorization scripts), per
+# IPC. The HaBa recipe combines them with its container (bases SGD lr 100, momentum 0.95; 15,000 iterations).
+# batch_syn is container-specific (HaBa: all bases of all classes through one hallucinator per step), so the
+# recipe sets it.
+HABA_SETTINGS: dict[int, dict] = {
+    1: {"syn_steps": 50, "expert_epochs": 2, "max_start_epoch": 2, "syn_lr": 0.01, "lr_lr": 1e-7,
+        "lr_momentum": 0.9, "min_syn_lr": 0.001},
+    10: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "syn_lr": 0.001, "lr_lr": 1e-5,
+         "lr_momentum": 0.9, "min_syn_lr": 0.001},
+    50: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "syn_lr": 0.01, "lr_lr": 1e-5,
+         "lr_momentum": 0.9, "min_syn_lr": 0.001},
+}
+HABA_IMAGE_OPTIMIZER = {"name": "sgd", "learning_rate": 100.0, "momentum": 0.95}
+HABA_ITERATIONS = 15000

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from condensation.containers import Batch
+from condensation.engine.train import TrainSettings, learning_rate_at, train_network
+from condensation.errors import ConfigError
+from condensation.evaluation import PROTOCOLS, get_protocol
+from condensation.networks import create_network
+
+
+def test_schedules():
+    s = TrainSettings(learning_rate=0.01, schedule="step_half")
+    assert learning_rate_at(s, 49, 100) == 0.01 and learning_rate_at(s, 50, 100) == pytest.approx(0.001)
+    s = TrainSettings(learning_rate=1.0, schedule="idc")
+    assert [learning_rate_at(s, k, 60) for k in (0, 39, 40, 49, 50)] == pytest.approx([1, 1, 0.2, 0.2, 0.04])
+    s = TrainSettings(learning_rate=1.0, schedule="cosine")
+    assert learning_rate_at(s, 0, 10) == 1.0 and learning_rate_at(s, 5, 10) == pytest.approx(0.5)
+
+
+def test_fixed_step_training_takes_exactly_that_many_steps(gray_spec):
+    network = create_network("convnet", gray_spec, width=8)
+    calls = []
+    batch = Batch(torch.randn(10, 1, 8, 8), torch.arange(10) % 3)
+
+    def source(generator):
+        calls.append(1)
+        return batch
+
+    steps = []
+    original = torch.optim.SGD.step
+
+    def counting_step(self, *args, **kwargs):
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    torch.optim.SGD.step = counting_step
+    try:
+        train_network(network, source, TrainSettings(steps=7, batch_size=4), torch.Generator().manual_seed(0))
+    finally:
+        torch.optim.SGD.step = original
+    assert len(steps) == 7  # 3 batches per epoch (4 + 4 + 2) -> 3 epochs, the last cut short
+    assert len(calls) == 3
+
+
+def test_protocol_presets_carry_their_settings():
+    cpu = PROTOCOLS["cpu"]
+    assert cpu.steps > 0 and cpu.networks >= 3 and cpu.test_limit == 0 and cpu.augmentation == "dsa"
+    assert (cpu.learning_rate, cpu.momentum, cpu.weight_decay, cpu.schedule) == (0.01, 0.9, 5e-4, "step_half")
+    assert PROTOCOLS["dsa"].epochs == 1000 and PROTOCOLS["dc"].augmentation == "none"
+    assert PROTOCOLS["idc"].cutmix_probability == 0.5 and PROTOCOLS["idc"].schedule == "idc"
+    assert PROTOCOLS["rtp"].batch_size == 640 and PROTOCOLS["mtt"].use_learned_learning_rate
+    assert get_protocol("cpu", networks=5).networks == 5
+    with pytest.raises(ConfigError, match="networkz"):
+        get_protocol("cpu", networkz=5)
+    with pytest.raises(ConfigError, match="choose one of"):
+        get_protocol("fast")

@@ -1,0 +1,100 @@
+"""End-to-end runs through the public API on the embedded digits and on real Fashion-MNIST."""
+import json
+
+import pytest
+import torch
+
+from condensation.artifacts import load_artifact
+from condensation.errors import ConfigError, DataError
+from condensation.run import RunConfig, distill, evaluate_artifact
+
+RESULT_KEYS = {"recipe", "container", "objective", "dataset", "ipc", "seed", "protocol", "stored_floats", "stored_bytes",
+               "budget_floats", "budget_ratio", "generated_images_per_class", "generated_images_total", "accuracy",
+               "random_baseline", "wall_clock_seconds", "peak_memory_bytes", "device", "torch_version", "library_version"}
+
+
+def _config(tmp_path, **overrides):
+    values = dict(recipe="dm", dataset="digits", ipc=1, iterations=3, protocol="smoke", out=str(tmp_path / "run"),
+                  random_baseline=True, progress=False, objective_settings={"real_per_class": 16})
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def test_distill_writes_a_complete_artifact_and_results(tmp_path):
+    results = distill(_config(tmp_path))
+    assert RESULT_KEYS <= set(results)
+    assert results["stored_floats"] == results["budget_floats"] == 10 * 64
+    assert results["protocol"]["name"] == "smoke" and "learning_rate" in results["protocol"]
+    assert results["random_baseline"]["n"] == 3 and len(results["random_baseline"]["draws"]) == 3
+    assert results["accuracy"]["convnet"]["n"] == 1
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["accuracy"] == results["accuracy"]
+    artifact = load_artifact(tmp_path / "run")
+    assert torch.equal(artifact.container.generate_all().images, artifact.generated_images)
+    again = evaluate_artifact(tmp_path / "run", "smoke", progress=False)
+    assert again["accuracy"]["convnet"]["values"] == results["accuracy"]["convnet"]["values"]
+
+
+def test_same_seed_same_artifact(tmp_path):
+    distill(_config(tmp_path, out=str(tmp_path / "a"), evaluate=False))
+    distill(_config(tmp_path, out=str(tmp_path / "b"), evaluate=False))
+    a = (tmp_path / "a" / "container.safetensors").read_bytes()
+    assert a == (tmp_path / "b" / "container.safetensors").read_bytes()
+
+
+def test_a_finished_artifact_is_never_overwritten(tmp_path):
+    distill(_config(tmp_path, evaluate=False))
+    before = (tmp_path / "run" / "container.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a finished artifact"):
+        distill(_config(tmp_path, evaluate=False, seed=5))
+    assert (tmp_path / "run" / "container.safetensors").read_bytes() == before
+
+
+def test_resume_through_the_api_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    import condensation.engine.condense as engine
+
+    config = _config(tmp_path, iterations=5, checkpoint_every=2, evaluate=False, out=str(tmp_path / "killed"))
+    original = engine.condense
+
+    def killed(*args, **kwargs):
+        kwargs["on_iteration"] = lambda iteration, loss: (_ for _ in ()).throw(KeyboardInterrupt) if iteration == 2 else None
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("condensation.run.condense", killed)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config)
+    assert (tmp_path / "killed" / "checkpoint.pt").exists()
+    monkeypatch.setattr("condensation.run.condense", original)
+    distill(config, resume=True)
+    distill(_config(tmp_path, iterations=5, checkpoint_every=2, evaluate=False, out=str(tmp_path / "straight")))
+    assert (tmp_path / "killed" / "container.safetensors").read_bytes() == (tmp_path / "straight" / "container.safetensors").read_bytes()
+    assert not (tmp_path / "killed" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"recipe": "dmm"}, "unknown recipe"),
+    ({"dataset": "cifar11"}, "unknown dataset"),
+    ({"ipc": 0}, "ipc must be"),
+    ({"protocol": "fast"}, "unknown protocol"),
+    ({"architectures": ("resnet99",)}, "unknown network"),
+    ({"container": "pixls"}, "unknown container"),
+    ({"objective": "dn"}, "unknown objective"),
+    ({"objective_settings": {"kernal": "linear"}}, "kernal"),
+    ({"device": "tpu"}, "device"),
+])
+def test_bad_input_fails_before_work_starts(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        distill(_config(tmp_path, **overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_dataset_root_is_reported(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        distill(_config(tmp_path, dataset="fashion_mnist", data_root=str(tmp_path / "nowhere")))
+
+
+def test_fashion_mnist_end_to_end_from_shared_data(tmp_path, shared_data):
+    results = distill(_config(tmp_path, dataset="fashion_mnist", data_root=str(shared_data), iterations=2,
+                              random_baseline=False))
+    assert results["budget_floats"] == 7840 and results["generated_images_total"] == 10
+    assert 0 <= results["accuracy"]["convnet"]["mean"] <= 100
