@@ -103,6 +103,7 @@ def save_grid(path: Path, pixels: torch.Tensor, labels: torch.Tensor, num_classe
     """A PNG with one row per class (up to ``per_class`` images each), in viewable [0, 1] pixel space."""
     import torchvision
 
+    per_class = max(1, min(per_class, int(torch.bincount(labels, minlength=num_classes).max())))
     rows = []
     for c in range(num_classes):
         images = pixels[labels == c][:per_class]

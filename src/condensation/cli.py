@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--quiet", action="store_true")
 
+    r = commands.add_parser("report", help="a markdown table of the results.json of several run directories")
+    r.add_argument("runs", nargs="+")
+
     x = commands.add_parser("export", help="export an artifact's generated set to a field layout")
     x.add_argument("artifact")
     x.add_argument("--format", choices=["dc", "mtt"], required=True)
@@ -208,7 +211,35 @@ def _experts(args) -> int:
     return experts_command(args, _key_values(args.expert_set, "--set"))
 
 
-COMMANDS = {"experts": _experts, "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
+def _report(args) -> int:
+    from pathlib import Path
+
+    rows = []
+    for run in args.runs:
+        path = Path(run) / "results.json"
+        if not path.exists():
+            raise CondensationError(f"'{run}' has no results.json (unfinished or not evaluated)")
+        rows.append(json.loads(path.read_text()))
+    print(markdown_table(rows))
+    return 0
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One row per run: what it stored, what it generated, what it scored, under which protocol."""
+    lines = ["| recipe | container | objective | IPC | iterations | stored floats (ratio to B) | images/class | "
+             "accuracy % (mean ± std, n) | random real % (draws) | protocol | distill s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        accuracy = "; ".join(f"{name}: {a['mean']:.2f} ± {a['std']:.2f} (n={a['n']})" for name, a in r["accuracy"].items()) or "-"
+        baseline = r.get("random_baseline")
+        baseline_text = f"{baseline['mean']:.2f} ± {baseline['std']:.2f} ({len(baseline['draws'])})" if baseline else "-"
+        lines.append(f"| {r['recipe']} | {r['container']} | {r['objective'] or '-'} | {r['ipc']} | {r.get('iterations', '-')} | "
+                     f"{r['stored_floats']:,} ({r['budget_ratio']:.3f}) | {r['generated_images_per_class']} | {accuracy} | "
+                     f"{baseline_text} | {r['protocol']['name']} | {r['wall_clock_seconds']['distill']:.0f} |")
+    return "\n".join(lines)
+
+
+COMMANDS = {"report": _report, "experts": _experts, "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
 
 if __name__ == "__main__":
     sys.exit(main())

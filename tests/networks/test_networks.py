@@ -55,17 +55,17 @@ def test_builds_classifies_and_embeds(name, spec_name):
             create_network(name, spec)
         return
     network = create_network(name, spec)
-    x = torch.rand(3, spec.channels, spec.height, spec.width)
+    x = torch.rand(2, spec.channels, spec.height, spec.width)
     features = network.embed(x)
     logits = network(x)
-    assert features.shape == (3, network.feature_dim)
-    assert logits.shape == (3, spec.num_classes)
+    assert features.shape == (2, network.feature_dim)
+    assert logits.shape == (2, spec.num_classes)
     assert torch.isfinite(logits).all()
     assert torch.allclose(logits, network.classify(features), atol=1e-5)
     if (name, spec_name) in FEATURE_DIMS:
         assert network.feature_dim == FEATURE_DIMS[(name, spec_name)]
     # a different image size is refused with a ValueError naming both shapes
-    wrong = torch.rand(3, spec.channels, spec.height + 4, spec.width + 4)
+    wrong = torch.rand(2, spec.channels, spec.height + 4, spec.width + 4)
     with pytest.raises(ValueError, match="was built for inputs"):
         network(wrong)
 
@@ -83,6 +83,7 @@ def test_gradients_reach_the_input_and_every_parameter(name):
 def test_convnet3_on_mnist_shapes_matches_the_field():
     """ConvNet-3, 1x28x28: padding 3 makes 32x32, so the embedding is 128 x 4 x 4 = 2048 as for CIFAR."""
     network = create_network("convnet3", SPECS["1x28x28"])
+    assert network.features[0].padding == (3, 3)
     assert network.feature_dim == 2048
     width, classes = 128, 10
     conv1 = 1 * width * 3 * 3 + width

@@ -6,8 +6,7 @@ from condensation.containers import create_container
 from condensation.engine.checkpoint import load_checkpoint
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.errors import ConfigError
-from condensation.networks import create_network
-from condensation.objectives import create_objective
+from condensation.objectives import create_objective, seeded_network
 from condensation.objectives import gradient as gradient_module
 from condensation.objectives.gradient import (
     absolute_distance, cosine_distance, dc_loops, layer_cosine_distance, matching_loss, squared_distance,
@@ -18,9 +17,9 @@ from ..conftest import tiny_real
 
 # small but complete settings: every schedule event (renewal, training between steps) happens in 3 iterations
 FAST = {
-    "dc": {"real_per_class": 8, "outer_loop": 2, "inner_loop": 1},
-    "dsa": {"real_per_class": 8, "outer_loop": 2, "inner_loop": 1},
-    "idc": {"real_per_class": 8, "renew_every": 2, "real_training_images": 16},
+    "dc": {"network": "convnet_w32", "real_per_class": 8, "outer_loop": 2, "inner_loop": 1},
+    "dsa": {"network": "convnet_w32", "real_per_class": 8, "outer_loop": 2, "inner_loop": 1},
+    "idc": {"network": "convnet_w32", "real_per_class": 8, "renew_every": 2, "real_training_images": 16},
 }
 
 
@@ -78,14 +77,31 @@ def test_dc_loop_rule_by_images_per_class():
 # --------------------------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("distance", [cosine_distance, squared_distance])
 def test_matching_loss_gradient_agrees_with_finite_differences(gray_spec, distance):
-    torch.manual_seed(0)
-    network = create_network("convnet", gray_spec, width=4, depth=1).double()
+    network = seeded_network("convnet", gray_spec, torch.Generator().manual_seed(0), "cpu", width=4, depth=1).double()
     parameters = [p for p in network.parameters() if p.ndim > 1]
     generator = torch.Generator().manual_seed(3)
     real = torch.randn(6, 1, 8, 8, generator=generator, dtype=torch.float64)
     synthetic = torch.randn(2, 1, 8, 8, generator=generator, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda images: matching_loss(network, parameters, real, images, 1, distance), (synthetic,), eps=1e-6, atol=1e-5)
+    loss = lambda images: matching_loss(network, parameters, real, images, 1, distance)  # noqa: E731
+    (gradient,) = torch.autograd.grad(loss(synthetic), synthetic)
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 1e-6  # not trivially zero
+    assert torch.autograd.gradcheck(loss, (synthetic,), eps=1e-6, atol=1e-5)
+
+
+def test_matching_only_weight_matrices_equals_dc_matching_every_parameter(gray_spec):
+    """DC differentiates w.r.t. every parameter and lets 1-D ones add 0; skipping them gives the same loss."""
+    network = seeded_network("convnet", gray_spec, torch.Generator().manual_seed(1), "cpu", width=8).double()
+    generator = torch.Generator().manual_seed(4)
+    real = torch.randn(10, 1, 8, 8, generator=generator, dtype=torch.float64)
+    synthetic = torch.randn(3, 1, 8, 8, generator=generator, dtype=torch.float64)
+    labels_real, labels_synthetic = torch.full((10,), 2), torch.full((3,), 2)
+    everything = list(network.parameters())
+    real_gradients = torch.autograd.grad(torch.nn.functional.cross_entropy(network(real), labels_real), everything)
+    synthetic_gradients = torch.autograd.grad(
+        torch.nn.functional.cross_entropy(network(synthetic), labels_synthetic), everything)
+    reference = sum(_per_unit_reference(r, s) for r, s in zip(real_gradients, synthetic_gradients) if r.ndim > 1)
+    weights = [p for p in everything if p.ndim > 1]
+    torch.testing.assert_close(matching_loss(network, weights, real, synthetic, 2, cosine_distance), reference)
 
 
 @pytest.mark.parametrize("name", ["dc", "dsa", "idc"])
@@ -142,9 +158,9 @@ def _recording_train_network(monkeypatch) -> list:
     calls = []
     original = gradient_module.train_network
 
-    def recording(network, epoch_batch, settings, generator, augment=None, on_epoch=None):
+    def recording(network, epoch_batch, settings, generator, augment=None, on_epoch=None, optimizer=None):
         calls.append((settings, len(epoch_batch(torch.Generator().manual_seed(0)).labels), augment))
-        return original(network, epoch_batch, settings, generator, augment, on_epoch)
+        return original(network, epoch_batch, settings, generator, augment, on_epoch, optimizer)
 
     monkeypatch.setattr(gradient_module, "train_network", recording)
     return calls
@@ -173,7 +189,7 @@ def _run(spec, objective_name, container_name="pixels", iterations=3, settings=N
 def test_dc_renews_its_network_every_outer_loop_and_trains_it_in_between(gray_spec, monkeypatch):
     calls = _recording_train_network(monkeypatch)
     seen = []
-    _run(gray_spec, "dsa", iterations=7, settings={"real_per_class": 8, "outer_loop": 3, "inner_loop": 2},
+    _run(gray_spec, "dsa", iterations=7, settings={**FAST["dsa"], "outer_loop": 3, "inner_loop": 2},
          on_iteration=lambda it, objective: seen.append(
              (objective.networks_created, objective.network_trainings, objective.steps_on_network)))
     # iterations 0..6 -> positions 0,1,2,0,1,2,0: fresh networks at 0, 3, 6; training after positions 0 and 1
@@ -198,7 +214,7 @@ def test_idc_renews_every_k_iterations_and_trains_on_real_data_with_cutmix(gray_
     calls = _recording_train_network(monkeypatch)
     seen = []
     _run(gray_spec, "idc", "multi_formation", iterations=5,
-         settings={"real_per_class": 8, "renew_every": 2, "real_training_images": 16},
+         settings=FAST["idc"],
          on_iteration=lambda it, objective: seen.append((objective.networks_created, objective.network_trainings)))
     assert seen == [(1, 1), (1, 1), (2, 2), (2, 2), (3, 3)]  # the epoch before a renewal is skipped
     for settings, size, augment in calls:

@@ -77,7 +77,7 @@ def test_loss_is_zero_when_the_student_lands_on_the_target(tmp_path, experts):
     assert loss.item() < 1e-8  # float32 storage of the trajectory is the only error
     far = create_objective("mtt", SPEC, experts=str(tmp_path), syn_steps=1, expert_epochs=1, max_start_epoch=1,
                            dsa=False, syn_lr=0.05)
-    assert float(far.loss(container, real, [0, 1, 2], torch.Generator().manual_seed(0))) > 0.1
+    assert far.loss(container, real, [0, 1, 2], torch.Generator().manual_seed(0)).item() > 0.1
 
 
 @pytest.mark.parametrize("memory", ["unrolled", "constant"])
@@ -154,3 +154,43 @@ def test_engine_run_is_deterministic(experts, container_name, memory):
     assert torch.equal(first[2], second[2]) and float(first[2]) != 0.01  # the step size was learned
     initial, _ = make_container(container_name)
     assert not all(torch.equal(a, b.detach()) for a, b in zip(first[1], initial.parameters()))
+
+
+def test_resumed_run_finishes_like_an_uninterrupted_one(experts, tmp_path):
+    """The learned step size and its momentum travel through the engine's checkpoint."""
+    def setup():
+        container, real = make_container("pixels")
+        objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=2, memory="constant", lr_lr=1e-3)
+        return container, objective, real
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    container, objective, real = setup()
+    full = condense(container, objective, real, OptimizerConfig("sgd", 10.0, 0.5), LoopConfig(3, 1),
+                    torch.Generator().manual_seed(1), checkpoint_path=checkpoint, progress=False)
+    expected = (container.images.detach().clone(), objective.syn_lr.detach().clone())
+    container, objective, real = setup()  # the checkpoint holds the state after iteration 2 of 3
+    resumed = condense(container, objective, real, OptimizerConfig("sgd", 10.0, 0.5), LoopConfig(3, 1),
+                       torch.Generator().manual_seed(1), checkpoint_path=checkpoint, resume=True, progress=False)
+    assert resumed.losses == full.losses
+    assert torch.equal(container.images, expected[0]) and torch.equal(objective.syn_lr.detach(), expected[1])
+
+
+def test_distill_with_the_mtt_recipe_saves_the_learned_step_size(tmp_path):
+    """End to end on the bundled digits: experts and run share dataset, split and preprocessing."""
+    from condensation.data import load_dataset
+    from condensation.run import RunConfig, distill
+
+    experts_dir = tmp_path / "experts"
+    config = ExpertConfig(network_settings={"width": 4, "depth": 1}, experts=1, epochs=3, real_images=200,
+                          preprocessing="normalize")
+    train_experts(load_dataset("digits"), config, experts_dir, torch.Generator().manual_seed(0), progress=False)
+    run = RunConfig(recipe="mtt", dataset="digits", iterations=2, out=str(tmp_path / "run"), device="cpu",
+                    objective_settings={"experts": str(experts_dir), "syn_steps": 2}, evaluate=False, progress=False)
+    distill(run)
+    metadata = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    assert metadata["objective_values"]["learned_learning_rate"] > 0
+    zca = ExpertConfig(network_settings={"width": 4, "depth": 1}, experts=1, epochs=3, real_images=200)
+    train_experts(load_dataset("digits"), zca, tmp_path / "zca", torch.Generator().manual_seed(0), progress=False)
+    with pytest.raises(ConfigError, match="'zca' preprocessing"):
+        distill(RunConfig(**{**run.__dict__, "out": str(tmp_path / "run2"),
+                             "objective_settings": {"experts": str(tmp_path / "zca"), "syn_steps": 2}}))

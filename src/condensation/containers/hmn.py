@@ -189,7 +189,12 @@ class HMN(Container):
         return torch.cat([self.class_features()[classes], self.class_memory[classes], self.instance_memory[indices]], 1)
 
     def _generate(self, indices, generator, mode):
-        return self.decoder(self.codes(indices))  # (N, C, H, W), network-input space
+        codes = self.codes(indices)
+        if len(indices) == 1:
+            # CPU convolutions take another code path for a batch of one, which rounds differently (~1e-7);
+            # decoding a pair keeps an image bit for bit the same alone and within any batch
+            return self.decoder(codes.expand(2, *codes.shape[1:]))[:1]
+        return self.decoder(codes)  # (N, C, H, W), network-input space
 
     # ------------------------------------------------------------------------------------------ storage
     @property

@@ -115,7 +115,7 @@ def load_dataset(
 ) -> Dataset:
     """Build a dataset by name (see ``DATASETS.names()``); ``root`` is its folder."""
     builder = DATASETS.get(name)
-    if root is not None and not Path(root).exists():
+    if root is not None and not download and not Path(root).exists():
         raise DataError(f"dataset root '{root}' does not exist")
     raw = builder(root=root, download=download)
     num_classes = len(raw.class_names)

@@ -29,7 +29,7 @@ class Preprocessing:
         else:
             mean = images.mean(dim=(0, 2, 3)).double()
             std = images.transpose(0, 1).reshape(channels, -1).double().std(dim=1)
-            mean, std = mean.float(), std.float()
+            mean, std = mean.float(), std.float().clamp_min(1e-6)  # a constant channel must not divide by 0
         self.tensors = {"mean": mean, "std": std}
         if self.kind == "zca":
             flat = self._normalize(images).reshape(images.shape[0], -1).double()

@@ -33,7 +33,9 @@ def learning_rate_at(settings: TrainSettings, step: int, total: int) -> float:
         return base * (0.2 ** ((step >= 2 * total // 3) + (step >= 5 * total // 6)))
     if settings.schedule == "cosine":
         return base * 0.5 * (1 + math.cos(math.pi * fraction))
-    return base
+    if settings.schedule == "constant":
+        return base
+    raise ValueError(f"unknown schedule '{settings.schedule}'; choose one of: step_half, idc, cosine, constant")
 
 
 def total_steps(settings: TrainSettings, dataset_size: int) -> int:
@@ -49,11 +51,13 @@ def train_network(
     generator: torch.Generator,
     augment: DSA | None = None,
     on_epoch: Callable[[nn.Module, Batch, torch.Tensor], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> nn.Module:
     """Train on the batches ``epoch_batch(generator)`` returns (called once per epoch). ``on_epoch`` gets
-    (network, the epoch's data, the logits of that data after the epoch) — used by AUM scoring."""
-    optimizer = torch.optim.SGD(network.parameters(), lr=settings.learning_rate,
-                                momentum=settings.momentum, weight_decay=settings.weight_decay)
+    (network, the epoch's data, the logits of that data after the epoch) — used by AUM scoring. Pass an
+    ``optimizer`` to keep its momentum across calls (a network trained a little between outer steps)."""
+    if optimizer is None:
+        optimizer = make_network_optimizer(network, settings)
     network.train()
     step, total = 0, None
     while total is None or step < total:
@@ -85,6 +89,11 @@ def train_network(
                 on_epoch(network, data, predict(network, data.images))
             network.train()
     return network
+
+
+def make_network_optimizer(network: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    return torch.optim.SGD(network.parameters(), lr=settings.learning_rate,
+                           momentum=settings.momentum, weight_decay=settings.weight_decay)
 
 
 @torch.no_grad()

@@ -35,6 +35,8 @@ class Network(nn.Module):
 
     def _finish(self, num_classes: int) -> None:
         """Size the head by a dry run; refuse image sizes the feature stack cannot take."""
+        was_training = self.training
+        self.eval()  # the dry run must not touch batch-norm running statistics
         with torch.no_grad():
             try:
                 features = self.embed(torch.zeros(2, *self.input_shape))
@@ -42,6 +44,7 @@ class Network(nn.Module):
                 raise ConfigError(
                     f"{type(self).__name__} cannot take {self.input_shape[1]}x{self.input_shape[2]} images: {error}"
                 ) from None
+        self.train(was_training)
         self.feature_dim = features.shape[1]
         self.head = nn.Linear(self.feature_dim, num_classes)
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..containers.base import Batch
 from ..data.augment import DSA, DSAConfig, siamese
-from ..engine.train import TrainSettings, train_network
+from ..engine.train import TrainSettings, make_network_optimizer, train_network
 from ..errors import ConfigError
 from .base import OBJECTIVES, Objective
 
@@ -113,6 +113,7 @@ class _GradientMatching(Objective):
         if config.real_per_class < 1 or config.synthetic_per_class < 0:
             raise ConfigError("real_per_class must be >= 1 and synthetic_per_class >= 0 (0: all generated images)")
         self.network: nn.Module | None = None
+        self.network_optimizer: torch.optim.Optimizer | None = None
         self.steps_on_network = 0  # engine iterations taken on the current network
         self.networks_created = 0  # counters: schedule checks and logs
         self.network_trainings = 0
@@ -131,13 +132,17 @@ class _GradientMatching(Objective):
         return real_images, synthetic_images
 
     def _train(self, epoch_batch, settings: TrainSettings, generator: torch.Generator, augment) -> None:
-        train_network(self.network, epoch_batch, settings, generator, augment)
+        """Train the current network; its optimizer (and momentum) lives as long as the network does."""
+        if self.network_optimizer is None:
+            self.network_optimizer = make_network_optimizer(self.network, settings)
+        train_network(self.network, epoch_batch, settings, generator, augment, optimizer=self.network_optimizer)
         self.network_trainings += 1
 
     # --------------------------------------------------------------------------------------- hooks
     def begin_iteration(self, iteration, generator):
         if self.network is None:
             self.network = self.fresh_network(generator, self.config.network)
+            self.network_optimizer = None
             self.steps_on_network = 0
             self.networks_created += 1
 
@@ -172,6 +177,7 @@ class _GradientMatching(Objective):
     def state_dict(self):
         return {
             "network": None if self.network is None else self.network.state_dict(),
+            "network_optimizer": None if self.network_optimizer is None else self.network_optimizer.state_dict(),
             "steps_on_network": self.steps_on_network,
             "networks_created": self.networks_created,
             "network_trainings": self.network_trainings,
@@ -183,6 +189,10 @@ class _GradientMatching(Objective):
             throwaway = torch.Generator().manual_seed(0)  # the weights are overwritten just below
             self.network = self.fresh_network(throwaway, self.config.network)
             self.network.load_state_dict(state["network"])
+        self.network_optimizer = None
+        if state.get("network_optimizer") is not None:
+            self.network_optimizer = torch.optim.SGD(self.network.parameters(), lr=0.0)
+            self.network_optimizer.load_state_dict(state["network_optimizer"])  # restores lr, momentum, buffers
         self.steps_on_network = state.get("steps_on_network", 0)
         self.networks_created = state.get("networks_created", 0)
         self.network_trainings = state.get("network_trainings", 0)
@@ -296,8 +306,8 @@ class BatchGradientMatching(_GradientMatching):
     matched; one optimizer step per class; the network trains one epoch on real data after each sweep.
 
     Differences from IDC's code, on purpose or forced: pixels are clamped after every engine iteration (the
-    container's rule) rather than once per 100; ``train_network`` builds its optimizer per call, so the
-    network's SGD momentum restarts every epoch instead of living as long as the network."""
+    container's rule) rather than once per 100. The network's SGD momentum lives as long as the network, as in
+    IDC."""
 
     config_class = BatchGradientMatchingConfig
     per_class = True

@@ -119,22 +119,27 @@ class TrajectoryMatching(Objective):
         super().__init__(spec, config, device)
         _validate(config)
         self.buffer = ExpertBuffer(config.experts)  # reads the manifest only; trajectories are read lazily
-        self._check_experts()
+        self._check_data_shape()
         name, settings = self.buffer.network
-        self.functional = FunctionalNetwork(build_network(name, spec, settings).to(self.device))
+        network = build_network(name, spec, settings)  # its weights are never used: theta replaces them
+        self._check_experts(network)
+        self.functional = FunctionalNetwork(network.to(self.device))
         self.syn_lr = nn.Parameter(torch.tensor(float(config.syn_lr), device=self.device))
         self.augment = self.make_augment(config.dsa, "single")
         self._preprocessing_checked = False
 
     # ---------------------------------------------------------------------------------------- checks
-    def _check_experts(self) -> None:
-        manifest, spec, config = self.buffer.manifest, self.spec, self.config
+    def _check_data_shape(self) -> None:
+        spec, stored = self.spec, self.buffer.manifest["spec"]
         shape = {"channels": spec.channels, "height": spec.height, "width": spec.width, "num_classes": spec.num_classes}
-        if manifest["spec"] != shape:
-            raise ConfigError(f"experts in '{config.experts}' were trained on data of shape {manifest['spec']}, "
+        if stored != shape:
+            raise ConfigError(f"experts in '{self.config.experts}' were trained on data of shape {stored}, "
                               f"this run has {shape}")
+
+    def _check_experts(self, network: nn.Module) -> None:
+        manifest, config = self.buffer.manifest, self.config
         name, settings = self.buffer.network
-        if parameter_layout(build_network(name, self.spec, settings)) != manifest["parameters"]:
+        if parameter_layout(network) != manifest["parameters"]:
             raise ConfigError(f"the parameters of network '{name}' {settings} do not match those stored in "
                               f"'{config.experts}' (different library version?)")
         last_needed = config.max_start_epoch - 1 + config.expert_epochs

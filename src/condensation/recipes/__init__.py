@@ -51,3 +51,5 @@ def get_recipe(name: str) -> Recipe:
 from . import baselines  # noqa: E402,F401  (registers the recipes)
 from . import matching  # noqa: E402,F401  (registers dc, dsa, idc)
 from . import trajectory  # noqa: E402,F401  (registers mtt, bptt_pixels)
+from . import seed  # noqa: E402,F401  (registers rtp, haba)
+from . import hmn  # noqa: E402,F401  (registers hmn)

@@ -28,8 +28,9 @@ register_recipe(Recipe(
     description="IDC (Kim et al. 2022): multi-formation f=2 from real mosaics ([0,1] pixels), per-class batch "
                 "gradient matching of conv weights (64 real vs <=128 generated, shared color/crop/cutout draw), "
                 "network renewed every 100 iterations and trained one epoch on real data with CutMix between "
-                "steps. Image lr 5e-3 x IPC/10 (CIFAR, mse); for MNIST/Fashion-MNIST IDC uses 1e-4 x IPC/10 with "
-                "distance l1 (objective distance=l1, learning rate 1e-5 x IPC); CIFAR trains on 2000 real images "
-                "(objective real_training_images=2000). 2000 iterations here = 20 IDC outer iterations; the "
-                "paper's 2000 are 200,000",
+                "steps. Image lr 5e-3 x IPC/10 in [0,1] pixel space (IDC's CIFAR setting, distance mse); for "
+                "MNIST/Fashion-MNIST IDC uses 1e-4 x IPC/10 with distance l1 (--objective-set distance=l1 "
+                "--lr <1e-5 x IPC>); CIFAR trains the network on 2000 real images (--objective-set "
+                "real_training_images=2000). 2000 iterations here = 20 IDC outer iterations of 100 steps; the "
+                "paper's 2000 outer iterations are 200,000",
 ))

@@ -1,0 +1,168 @@
+"""Over-budget condensation, then double-end pruning by the Area Under the Margin (HMN; METHODS.md 1.5).
+
+1. ``aum_scores``: train a network on the generated images; an image's AUM is the mean over epochs of
+   ``logit_y - max_{other} logit`` (Pleiss et al. 2020). Low AUM: hard (or mislabeled-like); high: easy.
+2. ``double_end_keep``: per class, drop the floor(beta * k) hardest and the k - floor(beta * k) easiest.
+3. ``select_beta``: beta by accuracy on the *validation* split (held out from the real training set; never
+   the test split); ``prune_to_budget`` keeps the largest class-balanced count that fits B.
+
+``hmn_after_condense`` chains the three; run.py calls it through ``POST_CONDENSE`` after condensation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .containers.base import Container
+from .data.datasets import Dataset
+from .engine.train import TrainSettings, make_evaluation_augment, train_network
+from .errors import BudgetError, ConfigError
+from .evaluation.evaluate import evaluate_container
+from .evaluation.protocols import Protocol, get_protocol
+from .objectives.base import seeded_network
+from .registry import Registry
+
+POST_CONDENSE: Registry = Registry("post-condensation step")
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    beta_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    aum_network: str = "convnet"
+    aum_epochs: int = 50  # AUM averages the margin over these epochs of training on the generated set
+    aum_batch_size: int = 256
+    aum_learning_rate: float = 0.01
+    aum_augmentation: bool = True  # DSA while training the AUM network (as evaluation trains)
+    validation_protocol: str = ""  # protocol of the beta search; "": the run's own protocol
+    validation_networks: int = 2  # networks per beta (the same seeds for every beta: a paired comparison)
+
+
+@dataclass
+class BetaSelection:
+    beta: float
+    accuracies: dict[float, float] = field(default_factory=dict)  # validation accuracy (%) per beta
+
+
+def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, classes), (N,) -> (N,): logit of the label minus the largest other logit."""
+    assigned = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return assigned - others
+
+
+def aum_scores(container: Container, settings: TrainSettings, generator: torch.Generator,
+               device: torch.device | str = "cpu", network: str = "convnet", augment=None) -> torch.Tensor:
+    """AUM of every generated image, (total_generated,) in global-index order, on the CPU.
+
+    One network trained by the engine's loop on the fixed generated set; ``on_epoch`` hands over the logits
+    of the whole set after each epoch (un-augmented, evaluation mode)."""
+    if container.random_per_epoch:
+        raise ConfigError(f"AUM needs a fixed generated set; '{container.registry_name}' draws new images every epoch")
+    device = torch.device(device)
+    data = container.to(device).generate_all(None, mode="evaluate")  # same order every epoch
+    total = torch.zeros(len(data.labels), dtype=torch.float64, device=device)
+    epochs = []
+
+    def record(_network, batch, logits):
+        total.add_(margins(logits, batch.labels))
+        epochs.append(1)
+
+    model = seeded_network(network, container.spec, generator, device)
+    train_network(model, lambda _generator: data, settings, generator, augment, on_epoch=record)
+    return (total / max(len(epochs), 1)).float().cpu()
+
+
+def double_end_keep(scores: torch.Tensor, per_class_total: int, keep_per_class: int, beta: float) -> torch.Tensor:
+    """Global indices kept (classes * keep_per_class,), increasing. Per class, with k = per_class_total -
+    keep_per_class: the floor(beta * k) lowest scores (hardest) and the k - floor(beta * k) highest
+    (easiest) go; ties keep the lower index first."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if not 1 <= keep_per_class <= per_class_total or scores.numel() % per_class_total:
+        raise ValueError(f"cannot keep {keep_per_class} of {per_class_total} per class from {scores.numel()} scores")
+    removed = per_class_total - keep_per_class
+    hardest = math.floor(beta * removed + 1e-9)  # 1e-9: 0.29 * 100 is 28.999... in floating point
+    per_class = scores.reshape(-1, per_class_total)  # (classes, per_class_total)
+    order = torch.argsort(per_class, dim=1, stable=True)  # ascending AUM: hardest first
+    kept = order[:, hardest:hardest + keep_per_class]  # (classes, keep)
+    offsets = torch.arange(per_class.shape[0], device=kept.device)[:, None] * per_class_total
+    return (kept + offsets).sort(dim=1).values.flatten()
+
+
+def budget_count(container: Container, ratio: float = 1.0) -> int:
+    """The largest class-balanced instance count whose stored floats fit ``ratio`` x B."""
+    count = container.instances_within_budget(ratio)
+    if count < 1:
+        raise BudgetError(f"not even one instance per class fits {ratio:g} x B: the shared parts of "
+                          f"'{container.registry_name}' are over the budget")
+    return min(count, container.generated_per_class())
+
+
+def prune_to_budget(container: Container, scores: torch.Tensor, beta: float) -> Container:
+    """Double-end pruning down to the largest class-balanced count within B (the container itself if it fits)."""
+    count, per_class = budget_count(container), container.generated_per_class()
+    if count == per_class:
+        return container
+    return container.prune(double_end_keep(scores, per_class, count, beta))
+
+
+def select_beta(container: Container, dataset: Dataset, scores: torch.Tensor,
+                grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), protocol: Protocol | str = "cpu",
+                seed: int = 0, device: torch.device | str = "cpu") -> BetaSelection:
+    """The beta whose pruned container trains the most accurate networks on ``dataset.validation``
+    (first in ``grid`` on ties). Betas that drop the same number of hardest images share one evaluation."""
+    if len(dataset.validation) == 0:
+        raise ConfigError("choosing beta needs a validation split: set validation_fraction > 0")
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    count, per_class = budget_count(container), container.generated_per_class()
+    removed = per_class - count
+    by_hardest: dict[int, float] = {}
+    accuracies = {}
+    for beta in grid:
+        hardest = math.floor(beta * removed + 1e-9)
+        if hardest not in by_hardest:
+            pruned = prune_to_budget(container, scores, beta)
+            summary = evaluate_container(pruned, dataset.validation, protocol, seed, protocol.architectures[:1], device)
+            by_hardest[hardest] = next(iter(summary.values())).mean
+        accuracies[beta] = by_hardest[math.floor(beta * removed + 1e-9)]
+    best = max(grid, key=lambda b: (accuracies[b], -grid.index(b)))
+    return BetaSelection(best, accuracies)
+
+
+@POST_CONDENSE.register("double_end_prune")
+def hmn_after_condense(container: Container, dataset: Dataset, config, generator: torch.Generator,
+                       device: torch.device | str = "cpu", settings: PruningConfig | None = None) -> Container:
+    """Score by AUM, choose beta on the validation split, prune to B. ``config`` is the run's RunConfig
+    (its seed, protocol and protocol settings); returns the pruned container, within B, with a
+    ``pruning_record`` (beta, validation accuracies, counts) that its artifact's metadata keeps."""
+    settings = settings or PruningConfig()
+    before = container.generated_per_class()
+    if budget_count(container) == before:
+        container.check_budget(1.0)
+        return container
+    protocol = _validation_protocol(config, settings)
+    flip = container.spec.flip_allowed if protocol.flip_rule == "dataset" else True
+    augment = make_evaluation_augment("dsa" if settings.aum_augmentation else "none", protocol.augment_mode, flip)
+    aum_settings = TrainSettings(epochs=settings.aum_epochs, batch_size=settings.aum_batch_size,
+                                 learning_rate=settings.aum_learning_rate, schedule="cosine")
+    scores = aum_scores(container, aum_settings, generator, device, settings.aum_network, augment)
+    selection = select_beta(container, dataset, scores, settings.beta_grid, protocol, config.seed, device)
+    pruned = prune_to_budget(container, scores, selection.beta)
+    pruned.check_budget(1.0)
+    pruned.pruning_record = {
+        "beta": selection.beta, "validation_accuracy": {str(b): a for b, a in selection.accuracies.items()},
+        "instances_per_class_before": before, "instances_per_class_after": pruned.generated_per_class(),
+        "validation_protocol": protocol.name, "validation_networks": protocol.networks,
+        "aum_epochs": settings.aum_epochs,
+    }
+    return pruned
+
+
+def _validation_protocol(config, settings: PruningConfig) -> Protocol:
+    from .recipes import get_recipe
+
+    name = settings.validation_protocol or getattr(config, "protocol", None) or get_recipe(config.recipe).protocol
+    overrides = dict(getattr(config, "protocol_settings", {}) or {}) if not settings.validation_protocol else {}
+    return get_protocol(name, **{**overrides, "networks": settings.validation_networks})

@@ -1,0 +1,230 @@
+"""HaBa's factorization: hand-counted storage, budget modes, index layout, evaluation draws, the adversary."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from condensation.containers import CONTAINERS, create_container
+from condensation.containers.factorization import (default_haba_sizes, haba_floats, hallucinator_floats,
+                                                   paper_budget_ratio, supervised_contrastive)
+from condensation.data import DataSpec
+from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
+from condensation.errors import BudgetError, ConfigError
+from condensation.objectives import create_objective
+
+from ..conftest import tiny_real
+
+CIFAR10 = DataSpec(3, 32, 32, 10)
+FASHION_MNIST = DataSpec(1, 28, 28, 10)
+HALLUCINATOR_PARTS = ("encoder_weight", "encoder_bias", "scale", "shift", "decoder_weight", "decoder_bias")
+
+
+def _hallucinator_parameters(container) -> int:
+    return sum(getattr(container, name).numel() for name in HALLUCINATOR_PARTS)
+
+
+def test_hallucinator_counts_by_hand():
+    # Conv3x3 3->3 (81 + 3) + scale and shift 2 x 3 x 30 x 30 + ConvTranspose3x3 3->3 (81 + 3)
+    assert hallucinator_floats(CIFAR10, 3) == 84 + 5400 + 84 == 5568
+    # Conv3x3 1->1 (9 + 1) + 2 x 1 x 26 x 26 + ConvTranspose3x3 1->1 (9 + 1)
+    assert hallucinator_floats(FASHION_MNIST, 1) == 10 + 1352 + 10 == 1372
+    _, pre = tiny_real(DataSpec(3, 32, 32, 10), per_class=1)
+    container = create_container("factorization", CIFAR10, 1, pre, budget_mode="paper")
+    assert _hallucinator_parameters(container) == 5 * 5568
+    assert container.stored_floats() == 10 * 1 * 3 * 32 * 32 + 5 * 5568 == 58_560
+    _, pre = tiny_real(DataSpec(1, 28, 28, 10), per_class=1)
+    container = create_container("factorization", FASHION_MNIST, 1, pre, budget_mode="paper")
+    assert _hallucinator_parameters(container) == 5 * 1372
+    assert container.floats_per_part() == {"bases": 7840, "hallucinators": 6860}
+
+
+def test_paper_mode_ratios_match_the_official_scripts():
+    assert paper_budget_ratio(CIFAR10, 1) == pytest.approx(58_560 / 30_720)  # 1.91
+    assert paper_budget_ratio(CIFAR10, 10) == pytest.approx(335_040 / 307_200)  # 1.09
+    assert paper_budget_ratio(CIFAR10, 50) == pytest.approx(1_563_840 / 1_536_000)  # 1.02
+    assert paper_budget_ratio(FASHION_MNIST, 1) == pytest.approx(1.875)
+
+
+def test_strict_mode_fits_the_budget_and_paper_mode_needs_its_ratio():
+    _, pre = tiny_real(DataSpec(1, 28, 28, 10), per_class=1)
+    strict = create_container("factorization", FASHION_MNIST, 1, pre)
+    # 5 x 1,372 = 6,860 floats of hallucinators leave 980: two 7 x 7 bases per class (d = 4)
+    assert (strict.sizes.hallucinators, strict.sizes.bases_per_class, strict.sizes.base_downsample) == (5, 2, 4)
+    assert strict.stored_floats() == 6860 + 10 * 2 * 49 == 7840
+    strict.check_budget()
+    paper = create_container("factorization", FASHION_MNIST, 1, pre, budget_mode="paper")
+    with pytest.raises(BudgetError, match="over its budget"):
+        paper.check_budget()
+    paper.check_budget(paper.budget_ratio())
+
+
+@pytest.mark.parametrize("spec, ipc", [(CIFAR10, 1), (CIFAR10, 10), (CIFAR10, 50), (FASHION_MNIST, 10)])
+def test_default_strict_sizes_stay_within_budget(spec, ipc):
+    sizes = default_haba_sizes(spec, ipc, "strict")
+    assert sizes.hallucinators == 5 and sum(haba_floats(spec, sizes)) <= spec.budget_floats(ipc)
+
+
+def test_impossible_or_over_budget_sizes_are_refused(gray_spec):
+    _, pre = tiny_real(gray_spec)
+    with pytest.raises(BudgetError, match="budget_mode='paper'"):  # 5 x 92 floats of hallucinators > B = 192
+        create_container("factorization", gray_spec, 1, pre, hallucinators=5)
+    with pytest.raises(BudgetError, match=r"bases_per_class=10, base_downsample=1\) exceed"):
+        create_container("factorization", gray_spec, 10, pre, bases_per_class=10, base_downsample=1)
+    with pytest.raises(ConfigError, match="hallucinators >= 2"):
+        create_container("factorization", gray_spec, 10, pre, hallucinators=1)
+    with pytest.raises(ConfigError, match="base_channels"):
+        create_container("factorization", gray_spec, 10, pre, base_channels=3)
+    with pytest.raises(ConfigError, match="budget_mode"):
+        create_container("factorization", gray_spec, 10, pre, budget_mode="loose")
+
+
+def test_index_layout_and_round_trip(rgb_spec):
+    real, pre = tiny_real(rgb_spec)
+    container = create_container("factorization", rgb_spec, 5, pre, hallucinators=3, bases_per_class=2, base_downsample=2)
+    container.initialize(real, torch.Generator().manual_seed(0))
+    nb = 2
+    assert container.generated_per_class() == 6
+    everything = container.generate_all(torch.Generator().manual_seed(5))
+    with torch.no_grad():  # class 2, image 5 = hallucinator 5 // nb = 2 on basis 5 % nb = 1
+        torch.testing.assert_close(everything.images[2 * 6 + 5], container.hallucinate(container.bases[2, 1:2], 2)[0])
+    built = container.construction()
+    rebuilt = create_container("factorization", rgb_spec, built["images_per_class"], pre, **built["config"])
+    rebuilt.load_state_dict(container.state_dict(), strict=True)
+    assert torch.equal(rebuilt.generate_all(torch.Generator().manual_seed(9)).images, everything.images)
+    assert built["config"]["base_downsample"] == 2 and built["config"]["budget_mode"] == "strict"
+
+
+def test_mixed_batches_equal_one_hallucinator_at_a_time(rgb_spec):
+    _, pre = tiny_real(rgb_spec)
+    container = create_container("factorization", rgb_spec, 5, pre)
+    bases = container.bases.flatten(0, 1)
+    chosen = torch.arange(len(bases)) % container.sizes.hallucinators
+    with torch.no_grad():
+        mixed = container.hallucinate(bases, chosen)
+        for k in range(container.sizes.hallucinators):
+            torch.testing.assert_close(mixed[chosen == k], container.hallucinate(bases[chosen == k], k))
+
+
+def test_distillation_batches_use_one_random_hallucinator(rgb_spec):
+    _, pre = tiny_real(rgb_spec)
+    container = create_container("factorization", rgb_spec, 5, pre)
+    nb, generator = container.sizes.bases_per_class, torch.Generator().manual_seed(3)
+    used = set()
+    for _ in range(8):
+        with torch.no_grad():
+            batch = container.generate_classes([0, 2], None, generator)
+            assert batch.labels.tolist() == [0] * nb + [2] * nb  # every basis once
+            bases = container.bases[[0, 2]].flatten(0, 1)
+            matches = [k for k in range(container.sizes.hallucinators)
+                       if torch.allclose(batch.images, container.hallucinate(bases, k))]
+        assert len(matches) == 1
+        used.add(matches[0])
+    assert len(used) > 1
+
+
+def test_gradients_reach_every_parameter(gray_spec):
+    real, pre = tiny_real(gray_spec)
+    container = create_container("factorization", gray_spec, 10, pre, hallucinators=2)
+    container.initialize(real, torch.Generator().manual_seed(0))
+    indices = torch.arange(container.total_generated())
+    container.generate(indices, mode="evaluate").images.pow(2).sum().backward()
+    for name, parameter in container.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    container.zero_grad(set_to_none=True)
+    container.regularization([0, 1, 2], torch.Generator().manual_seed(0)).backward()  # both hallucinators
+    for name, parameter in container.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_the_adversary_is_neither_stored_nor_counted(gray_spec):
+    real, pre = tiny_real(gray_spec)
+    container = create_container("factorization", gray_spec, 10, pre)
+    floats, keys = container.stored_floats(), set(container.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    container.regularization([0, 1], generator).backward()
+    adversary = container.adversary.network
+    assert all(p.grad is None for p in adversary.parameters())  # the container's term never trains it
+    before = [p.detach().clone() for p in adversary.parameters()]
+    container.after_step(generator)
+    assert any(not torch.equal(a, p) for a, p in zip(before, adversary.parameters()))  # it took its own step
+    assert container.stored_floats() == floats == sum(container.floats_per_part().values())
+    assert set(container.state_dict()) == keys == {"bases", *HALLUCINATOR_PARTS}
+    assert not any(p is q for p in container.parameters() for q in adversary.parameters())
+    assert "adversary" in container.training_state()
+    assert create_container("factorization", gray_spec, 10, pre, adversarial=False).regularization([0], generator) is None
+
+
+def test_evaluation_epochs_draw_fresh_hallucinators(rgb_spec):
+    real, pre = tiny_real(rgb_spec)
+    container = create_container("factorization", rgb_spec, 5, pre)
+    container.initialize(real, torch.Generator().manual_seed(0))
+    source, generator = container.evaluation_source(), torch.Generator().manual_seed(1)
+    first, second = source(generator), source(generator)
+    nb = container.sizes.bases_per_class
+    assert first.images.shape == (3 * nb, 3, 16, 16) and not first.images.requires_grad
+    assert first.labels.tolist() == second.labels.tolist() == sorted([0, 1, 2] * nb)
+    assert not torch.equal(first.images, second.images)
+    with torch.no_grad():  # every image is its basis through one of the hallucinators
+        every = torch.stack([container.hallucinate(container.bases.flatten(0, 1), k) for k in range(5)])  # (n_h, B, ...)
+        assert all(any(torch.allclose(first.images[i], every[k, i]) for k in range(5)) for i in range(3 * nb))
+
+
+def test_single_channel_bases_start_as_the_channel_mean(rgb_spec):
+    real, pre = tiny_real(rgb_spec)
+    container = create_container("factorization", rgb_spec, 5, pre, base_channels=1)
+    assert container.bases.shape[2] == 1 and container.sizes.base_downsample == 1
+    container.initialize(real, torch.Generator().manual_seed(0))
+    for c in range(3):  # each basis is the channel mean of a preprocessed real image of its class
+        means = real.inputs[real.labels == c].mean(dim=1, keepdim=True)
+        assert all(any(torch.allclose(b, m) for m in means) for b in container.bases[c])
+    assert container.generate_all(torch.Generator().manual_seed(0)).images.shape[1] == 3
+
+
+def test_64px_images_work():
+    spec = DataSpec(3, 64, 64, 2)
+    real, pre = tiny_real(spec, per_class=6)
+    container = create_container("factorization", spec, 10, pre)
+    assert hallucinator_floats(spec, 3) == 84 + 2 * 3 * 62 * 62 + 84
+    container.initialize(real, torch.Generator().manual_seed(0))
+    container.check_budget()
+    generator = torch.Generator().manual_seed(0)
+    assert container.generate_all(generator).images.shape == (container.total_generated(), 3, 64, 64)
+    assert container.evaluation_source()(generator).images.shape[-2:] == (64, 64)
+    container.regularization([0, 1], generator).backward()  # the adversary is a ConvNet-4 at 64 px
+    container.after_step(generator)
+
+
+def test_supervised_contrastive_matches_its_definition():
+    generator = torch.Generator().manual_seed(0)
+    first = F.normalize(torch.randn(6, 5, generator=generator))
+    second = F.normalize(torch.randn(6, 5, generator=generator))
+    labels = torch.tensor([0, 0, 1, 1, 2, 0])
+    features, both = torch.cat([first, second]), torch.cat([labels, labels])
+    total = 0.0
+    for i in range(12):  # loss_i = -mean over positives p of log(exp(z_i.z_p/t) / sum_{a != i} exp(z_i.z_a/t))
+        others = [a for a in range(12) if a != i]
+        denominator = torch.logsumexp(torch.stack([features[i] @ features[a] / 0.07 for a in others]), 0)
+        positives = [p for p in others if both[p] == both[i]]
+        total += -sum(features[i] @ features[p] / 0.07 - denominator for p in positives) / len(positives)
+    torch.testing.assert_close(supervised_contrastive(first, second, labels, 0.07), total / 12)
+
+
+def _condense(spec, seed: int):
+    real, pre = tiny_real(spec)
+    container = create_container("factorization", spec, 10, pre)
+    objective = create_objective("dm", spec, real_per_class=6)
+    generator = torch.Generator().manual_seed(seed)
+    container.initialize(real, generator)
+    result = condense(container, objective, real, OptimizerConfig(learning_rate=1.0, momentum=0.95), LoopConfig(3),
+                      generator, progress=False)
+    return container, result
+
+
+def test_three_engine_iterations_are_deterministic(gray_spec):
+    first, result = _condense(gray_spec, 7)
+    second, again = _condense(gray_spec, 7)
+    assert "factorization" in CONTAINERS
+    assert result.losses == again.losses and len(result.losses) == 3
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(first.adversary.network.parameters(), second.adversary.network.parameters()):
+        assert torch.equal(a, b)

@@ -1,0 +1,169 @@
+"""RTP's addressable memories: budget arithmetic, decoding, queries, initializations, engine runs."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from condensation.containers import CONTAINERS, create_container
+from condensation.containers.memories import memories_images_per_class
+from condensation.data import DataSpec, Preprocessing, Split
+from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
+from condensation.engine.real import RealPool
+from condensation.errors import BudgetError, ConfigError
+from condensation.objectives import create_objective
+
+from ..conftest import tiny_real
+
+CIFAR10 = DataSpec(3, 32, 32, 10)
+FASHION_MNIST = DataSpec(1, 28, 28, 10)
+
+
+def test_cifar10_ipc1_worked_example():
+    _, pre = tiny_real(DataSpec(3, 32, 32, 10), per_class=1)
+    container = create_container("memories", CIFAR10, 1, pre, bases=16, downsample=2)
+    # r = floor((30,720 - 16 x 3 x 16 x 16) / (10 x 16)) = floor(18,432 / 160) = 115
+    assert container.generated_per_class() == 115
+    assert container.stored_floats() == 16 * 3 * 16 * 16 + 10 * 115 * 16 == 30_688
+    assert container.budget_floats == 30_720
+    assert tuple(container.memories.shape) == (16, 768) and tuple(container.coefficients.shape) == (1150, 16)
+    container.check_budget()
+
+
+@pytest.mark.parametrize("spec, ipc, bases, downsample, expected", [
+    (CIFAR10, 1, 16, 2, 115), (CIFAR10, 10, 16, 2, 1843), (FASHION_MNIST, 1, 16, 2, 29),
+    (FASHION_MNIST, 10, 16, 2, 470), (FASHION_MNIST, 1, 8, 4, (7840 - 8 * 49) // 80),
+])
+def test_images_per_class_formula(spec, ipc, bases, downsample, expected):
+    memory = bases * spec.channels * (spec.height // downsample) * (spec.width // downsample)
+    assert memories_images_per_class(spec, ipc, bases, downsample) == expected
+    assert expected == (spec.budget_floats(ipc) - memory) // (spec.num_classes * bases)
+
+
+def test_impossible_budgets_are_refused_by_name():
+    _, pre = tiny_real(DataSpec(1, 28, 28, 10), per_class=1)
+    with pytest.raises(BudgetError, match=r"bases=16 and downsample=1.*7,840"):
+        create_container("memories", FASHION_MNIST, 1, pre, bases=16, downsample=1)  # 12,544 floats of memory alone
+    with pytest.raises(ConfigError, match="divide"):
+        create_container("memories", FASHION_MNIST, 1, pre, downsample=3)
+    with pytest.raises(ConfigError, match="init"):
+        create_container("memories", FASHION_MNIST, 1, pre, init="kmeans")
+    over = create_container("memories", FASHION_MNIST, 1, pre, images_per_class_override=40)  # 3,136 + 6,400 > B
+    with pytest.raises(BudgetError, match="over its budget"):
+        over.check_budget()
+
+
+def test_image_is_the_upsampled_linear_combination(rgb_spec):
+    _, pre = tiny_real(rgb_spec)
+    container = create_container("memories", rgb_spec, 2, pre, bases=4, downsample=2)
+    r = container.generated_per_class()
+    c, i = 2, r - 1
+    image = container.generate(torch.tensor([c * r + i])).images
+    low = (container.coefficients[c * r + i] @ container.memories).view(1, 3, 8, 8)
+    expected = F.interpolate(low, size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(image, expected)
+    assert container.generate(torch.tensor([c * r + i])).labels.tolist() == [c]
+
+
+def test_round_trip_rebuilds_the_same_images(rgb_spec):
+    real, pre = tiny_real(rgb_spec)
+    container = create_container("memories", rgb_spec, 2, pre, bases=4, init="pca")
+    container.initialize(real, torch.Generator().manual_seed(1))
+    built = container.construction()
+    assert built["config"]["images_per_class_override"] == container.generated_per_class()
+    rebuilt = create_container("memories", rgb_spec, built["images_per_class"], pre, **built["config"])
+    rebuilt.load_state_dict(container.state_dict(), strict=True)
+    assert torch.equal(rebuilt.generate_all().images, container.generate_all().images)
+
+
+def test_gradient_reaches_every_parameter(gray_spec):
+    _, pre = tiny_real(gray_spec)
+    container = create_container("memories", gray_spec, 2, pre)
+    container.generate(torch.arange(container.total_generated())).images.pow(2).sum().backward()
+    for name, parameter in container.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_queries_mix_addresses(rgb_spec):
+    _, pre = tiny_real(rgb_spec)
+    container = create_container("memories", rgb_spec, 2, pre, bases=4)
+    r = container.generated_per_class()
+    with torch.no_grad():
+        images = container.generate_all().images.view(3, r, 3, 16, 16)
+        one_hot = F.one_hot(torch.full((r,), 1), 3).float()
+        torch.testing.assert_close(container.query(one_hot, torch.arange(r)), images[1])  # the class's own images
+        mixture = torch.tensor([[0.25, 0.0, 0.75]])
+        torch.testing.assert_close(container.query(mixture, torch.tensor([2])), 0.25 * images[0, 2:3] + 0.75 * images[2, 2:3])
+        torch.testing.assert_close(container.query(mixture), 0.25 * images[0].mean(0, keepdim=True)
+                                   + 0.75 * images[2].mean(0, keepdim=True), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="slots"):
+        container.query(one_hot, torch.full((r,), r))
+
+
+def structured_real(spec: DataSpec, per_class: int = 30) -> tuple[RealPool, Preprocessing]:
+    """Images that, like real ones, have few dominant directions: smooth patterns mixed at random."""
+    generator = torch.Generator().manual_seed(0)
+    patterns = torch.rand(6, spec.channels, spec.height // 4, spec.width // 4, generator=generator) - 0.5
+    patterns = F.interpolate(patterns, size=(spec.height, spec.width), mode="bilinear", align_corners=False)
+    weights = torch.randn(spec.num_classes * per_class, 6, generator=generator)
+    images = (0.5 + 0.3 * torch.einsum("nk,kchw->nchw", weights, patterns)).clamp(0, 1)
+    labels = torch.arange(spec.num_classes).repeat_interleave(per_class)
+    preprocessing = Preprocessing("normalize").fit(images)
+    return RealPool(Split(images, labels), spec.num_classes, preprocessing), preprocessing
+
+
+def test_pca_start_reconstructs_real_images_better_than_xavier(rgb_spec):
+    real, pre = structured_real(rgb_spec)
+
+    def error(init: str) -> float:
+        container = create_container("memories", rgb_spec, 2, pre, bases=8, init=init)
+        container.initialize(real, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            generated = container.generate_all()
+            errors = []
+            for c in range(3):  # each generated image against its nearest real image of the class
+                distances = torch.cdist(generated.images[generated.labels == c].flatten(1), real.inputs[real.labels == c].flatten(1))
+                errors.append(distances.min(dim=1).values.pow(2).mean() / real.inputs[0].numel())
+        return float(torch.stack(errors).mean())
+
+    pca, xavier = error("pca"), error("xavier")
+    assert pca < 0.5 * xavier, (pca, xavier)
+
+
+def test_pca_decoded_memories_are_orthonormal(gray_spec):
+    real, pre = tiny_real(gray_spec, per_class=20)
+    container = create_container("memories", gray_spec, 4, pre, bases=6)
+    memories, _ = container._pca_start(real, torch.Generator().manual_seed(0))
+    decoded = F.interpolate(memories.view(6, 1, 4, 4), size=(8, 8), mode="bilinear", align_corners=False).flatten(1)
+    gram = decoded @ decoded.T
+    gram = gram / gram.diagonal().mean()  # the balancing rescales all memories by one factor
+    torch.testing.assert_close(gram, torch.eye(6), atol=1e-4, rtol=0)
+
+
+def test_64px_images_work():
+    spec = DataSpec(3, 64, 64, 2)
+    real, pre = tiny_real(spec, per_class=4)
+    container = create_container("memories", spec, 1, pre, bases=8, downsample=4, init="pca")
+    container.initialize(real, torch.Generator().manual_seed(0))
+    assert container.stored_floats() <= container.budget_floats
+    assert container.generate_all().images.shape == (container.total_generated(), 3, 64, 64)
+
+
+def _condense(spec, seed: int):
+    real, pre = tiny_real(spec)
+    container = create_container("memories", spec, 2, pre, bases=4)
+    objective = create_objective("dm", spec, real_per_class=6)
+    generator = torch.Generator().manual_seed(seed)
+    container.initialize(real, generator)
+    result = condense(container, objective, real, OptimizerConfig(learning_rate=0.1, gradient_clip=2.0), LoopConfig(3),
+                      generator, progress=False)
+    return container, result
+
+
+def test_three_engine_iterations_are_deterministic(gray_spec):
+    first, result = _condense(gray_spec, 7)
+    second, again = _condense(gray_spec, 7)
+    assert "memories" in CONTAINERS
+    assert result.losses == again.losses and len(result.losses) == 3
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+    start, _ = _condense(gray_spec, 8)
+    assert not torch.equal(start.memories, first.memories)
