@@ -41,11 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--objective")
     d.add_argument("--objective-set", action="append", metavar="KEY=VALUE", help="objective setting (repeatable)")
     d.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate")
+    d.add_argument("--preprocessing", choices=["normalize", "zca", "none"], help="override the recipe's")
     d.add_argument("--protocol")
     d.add_argument("--protocol-set", action="append", metavar="KEY=VALUE", help="protocol setting (repeatable)")
     d.add_argument("--architectures", help="comma-separated network names")
     d.add_argument("--no-evaluate", action="store_true")
     d.add_argument("--random-baseline", action="store_true", help="also evaluate random real images (>= 3 draws)")
+    d.add_argument("--random-baseline-draws", type=int, help="independent draws of random real images (default 3)")
     d.add_argument("--checkpoint-every", type=int)
     d.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -103,6 +105,7 @@ def _distill(args) -> int:
         "seed": args.seed, "device": args.device, "out": args.out, "data_root": args.data_root,
         "container": args.container, "objective": args.objective, "learning_rate": args.learning_rate,
         "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
+        "random_baseline_draws": args.random_baseline_draws, "preprocessing": args.preprocessing,
         "architectures": tuple(args.architectures.split(",")) if args.architectures else None,
     }
     for key, pairs, flag in (("container_settings", args.container_set, "--container-set"),

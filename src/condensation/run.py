@@ -45,6 +45,7 @@ class RunConfig:
     objective: str | None = None
     objective_settings: dict = field(default_factory=dict)
     learning_rate: float | None = None
+    preprocessing: str | None = None  # None: the recipe's ("normalize" or "zca")
     protocol: str | None = None
     protocol_settings: dict = field(default_factory=dict)
     architectures: tuple[str, ...] | None = None
@@ -107,6 +108,7 @@ class Plan:
     protocol: object
     architectures: tuple[str, ...]
     device: torch.device
+    preprocessing: str = "normalize"
 
 
 def plan_run(config: RunConfig) -> Plan:
@@ -142,8 +144,10 @@ def plan_run(config: RunConfig) -> Plan:
         NETWORKS.get(name)
     if config.random_baseline_draws < 1:
         raise ConfigError("random_baseline_draws must be >= 1")
+    preprocessing = config.preprocessing or recipe.preprocessing
+    Preprocessing(preprocessing)  # validates the name
     return Plan(config, recipe, container_name, container_settings, objective_name, objective_settings,
-                optimizer, iterations, protocol, architectures, resolve_device(config.device))
+                optimizer, iterations, protocol, architectures, resolve_device(config.device), preprocessing)
 
 
 def fingerprint(config: RunConfig) -> str:
@@ -161,9 +165,9 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
     if is_artifact(out) and not resume:
         raise ConfigError(f"'{out}' already holds a finished artifact; choose another --out (nothing was changed)")
     dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction)
-    preprocessing = Preprocessing(plan.recipe.preprocessing).fit(dataset.train.images)
+    preprocessing = Preprocessing(plan.preprocessing).fit(dataset.train.images)
     container = create_container(plan.container_name, dataset.spec, config.ipc, preprocessing, **plan.container_settings)
-    container.check_budget(config.budget_ratio)
+    container.check_budget(max(config.budget_ratio, plan.recipe.condense_budget_ratio))
     objective = (create_objective(plan.objective_name, dataset.spec, plan.device, **plan.objective_settings)
                  if plan.objective_name and not plan.recipe.selection else None)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,6 +190,9 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
             metrics_path=out / "metrics.jsonl", progress=config.progress,
         )
         losses = result.losses
+        if plan.recipe.post_condense is not None:
+            container = plan.recipe.post_condense(container, dataset, config, generator, device)
+            container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
     distill_seconds = time.perf_counter() - started
     objective_values = {k: float(v) for k, v in (objective.artifact_tensors() if objective else {}).items()}
     metadata = {

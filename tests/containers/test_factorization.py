@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from condensation.artifacts import load_artifact, save_artifact
 from condensation.containers import CONTAINERS, create_container
 from condensation.containers.factorization import (default_haba_sizes, haba_floats, hallucinator_floats,
                                                    paper_budget_ratio, supervised_contrastive)
@@ -91,6 +92,21 @@ def test_index_layout_and_round_trip(rgb_spec):
     rebuilt.load_state_dict(container.state_dict(), strict=True)
     assert torch.equal(rebuilt.generate_all(torch.Generator().manual_seed(9)).images, everything.images)
     assert built["config"]["base_downsample"] == 2 and built["config"]["budget_mode"] == "strict"
+
+
+def test_artifact_holds_every_pair_and_no_adversary(gray_spec, tmp_path):
+    real, pre = tiny_real(gray_spec)
+    container = create_container("factorization", gray_spec, 10, pre)
+    generator = torch.Generator().manual_seed(0)
+    container.initialize(real, generator)
+    container.regularization([0, 1, 2], generator).backward()
+    container.after_step(generator)
+    save_artifact(tmp_path / "run", container, {"recipe": "haba"})
+    artifact = load_artifact(tmp_path / "run")
+    assert artifact.generated_images.shape[0] == 3 * container.generated_per_class()
+    assert torch.equal(artifact.container.generate_all(torch.Generator().manual_seed(3)).images, artifact.generated_images)
+    assert artifact.metadata["container"]["config"]["budget_mode"] == "strict"
+    assert artifact.metadata["storage"]["stored_floats"] == container.stored_floats() <= container.budget_floats
 
 
 def test_mixed_batches_equal_one_hallucinator_at_a_time(rgb_spec):

@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from condensation.artifacts import load_artifact, save_artifact
 from condensation.containers import CONTAINERS, create_container
 from condensation.containers.memories import memories_images_per_class
 from condensation.data import DataSpec, Preprocessing, Split
@@ -74,6 +75,16 @@ def test_round_trip_rebuilds_the_same_images(rgb_spec):
     assert torch.equal(rebuilt.generate_all().images, container.generate_all().images)
 
 
+def test_artifact_round_trip(rgb_spec, tmp_path):
+    real, pre = tiny_real(rgb_spec)
+    container = create_container("memories", rgb_spec, 2, pre, bases=4)
+    container.initialize(real, torch.Generator().manual_seed(1))
+    save_artifact(tmp_path / "run", container, {"recipe": "rtp"})
+    artifact = load_artifact(tmp_path / "run")
+    assert torch.equal(artifact.container.generate_all().images, artifact.generated_images)
+    assert torch.equal(artifact.generated_images, container.generate_all().images)
+
+
 def test_gradient_reaches_every_parameter(gray_spec):
     _, pre = tiny_real(gray_spec)
     container = create_container("memories", gray_spec, 2, pre)
@@ -91,7 +102,8 @@ def test_queries_mix_addresses(rgb_spec):
         one_hot = F.one_hot(torch.full((r,), 1), 3).float()
         torch.testing.assert_close(container.query(one_hot, torch.arange(r)), images[1])  # the class's own images
         mixture = torch.tensor([[0.25, 0.0, 0.75]])
-        torch.testing.assert_close(container.query(mixture, torch.tensor([2])), 0.25 * images[0, 2:3] + 0.75 * images[2, 2:3])
+        torch.testing.assert_close(container.query(mixture, torch.tensor([2])),
+                                   0.25 * images[0, 2:3] + 0.75 * images[2, 2:3])
         torch.testing.assert_close(container.query(mixture), 0.25 * images[0].mean(0, keepdim=True)
                                    + 0.75 * images[2].mean(0, keepdim=True), atol=1e-5, rtol=1e-4)
     with pytest.raises(ConfigError, match="slots"):
@@ -120,7 +132,8 @@ def test_pca_start_reconstructs_real_images_better_than_xavier(rgb_spec):
             generated = container.generate_all()
             errors = []
             for c in range(3):  # each generated image against its nearest real image of the class
-                distances = torch.cdist(generated.images[generated.labels == c].flatten(1), real.inputs[real.labels == c].flatten(1))
+                distances = torch.cdist(generated.images[generated.labels == c].flatten(1),
+                                        real.inputs[real.labels == c].flatten(1))
                 errors.append(distances.min(dim=1).values.pow(2).mean() / real.inputs[0].numel())
         return float(torch.stack(errors).mean())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from condensation.containers import create_container
+from condensation.containers import CONTAINERS, create_container
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.errors import ConfigError
 from condensation.objectives import create_objective
@@ -22,7 +22,7 @@ def make_container(name, spec, dtype=torch.float32):
     return container.to(dtype), real
 
 
-@pytest.mark.parametrize("container_name", ["pixels", "multi_formation"])
+@pytest.mark.parametrize("container_name", CONTAINERS.names())  # every registered container
 def test_recompute_equals_full_autograd_through_the_unrolled_loop(gray_spec, container_name):
     """float64; DSA, weight decay and a random subset of each class per step exercise the replay."""
     results = {}

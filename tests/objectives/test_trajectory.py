@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from condensation.containers import create_container
+from condensation.containers import CONTAINERS, create_container
 from condensation.data import DataSpec, Split
 from condensation.data.datasets import Dataset
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
@@ -91,7 +91,7 @@ def test_gradient_reaches_the_container_and_the_step_size(experts, memory):
     assert set(objective.artifact_tensors()) == {"learned_learning_rate"}
 
 
-@pytest.mark.parametrize("container_name", ["pixels", "multi_formation"])
+@pytest.mark.parametrize("container_name", CONTAINERS.names())  # every registered container
 def test_constant_memory_gives_the_unrolled_gradients(experts, container_name):
     """float64, DSA on, mini-batches smaller than the set: container and step-size gradients agree."""
     results = {}
@@ -121,14 +121,10 @@ def test_checks_experts_against_the_run(experts, tmp_path):
     with pytest.raises(ConfigError, match="memory"):
         create_objective("mtt", SPEC, experts=str(experts), memory="tiny")
     objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=1)
-    real, _ = tiny_real(SPEC, seed=5)  # other data: its fitted mean and std differ from the experts'
-    container = create_container("pixels", SPEC, 1, real_preprocessing(real_seed=5))
+    real, preprocessing = tiny_real(SPEC, seed=5)  # other data: its fitted mean and std differ from the experts'
+    container = create_container("pixels", SPEC, 1, preprocessing)
     with pytest.raises(ConfigError, match="preprocessing"):
         objective.loss(container, real, [0, 1, 2], torch.Generator())
-
-
-def real_preprocessing(real_seed: int):
-    return tiny_real(SPEC, seed=real_seed)[1]
 
 
 def test_haba_settings_are_valid_configs():

@@ -83,7 +83,8 @@ def haba_floats(spec: DataSpec, sizes: HabaSizes) -> tuple[int, int]:
 
 def _downsamples(spec: DataSpec) -> list[int]:
     """Powers of two dividing the image size that leave bases of at least 2 x 2."""
-    return [d for d in (1, 2, 4, 8, 16) if spec.height % d == 0 and spec.width % d == 0 and min(spec.height, spec.width) // d >= 2]
+    return [d for d in (1, 2, 4, 8, 16)
+            if spec.height % d == 0 and spec.width % d == 0 and min(spec.height, spec.width) // d >= 2]
 
 
 def default_haba_sizes(spec: DataSpec, images_per_class: int, mode: str = "strict", hallucinators: int = 0,
@@ -124,7 +125,8 @@ def default_haba_sizes(spec: DataSpec, images_per_class: int, mode: str = "stric
 
 
 # ------------------------------------------------------------------------------------------ adversary
-def supervised_contrastive(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+def supervised_contrastive(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor,
+                           temperature: float) -> torch.Tensor:
     """SupCon (Khosla et al. 2020; contrastive_loss.py, contrast_mode 'all', base temperature = temperature).
     first, second: (B, D) L2-normalized views; labels (B,)."""
     features = torch.cat([first, second])  # (2B, D)
@@ -141,7 +143,7 @@ class Adversary:
     container's parameters, state_dict and stored floats never include it (not stored, not counted)."""
 
     def __init__(self, spec: DataSpec, config: FactorizationConfig, generator: torch.Generator, device):
-        from ..objectives.base import seeded_network  # lazy: objectives build on containers' neighbours
+        from ..objectives.base import seeded_network  # imported here: containers do not depend on objectives at import
 
         self.config = config
         self.network = seeded_network(config.adversary_network, spec, generator, device)
@@ -204,7 +206,8 @@ class Factorization(Container):
         if min(spec.height, spec.width) < 3:
             raise ConfigError("factorization needs images of at least 3 x 3 (3x3 valid convolutions)")
         if config.base_channels not in (0, 1, spec.channels):
-            raise ConfigError(f"factorization base_channels must be 1 or {spec.channels} (0: chosen), got {config.base_channels}")
+            raise ConfigError(f"factorization base_channels must be 1 or {spec.channels} (0: chosen), "
+                              f"got {config.base_channels}")
         d = config.base_downsample
         if d < 0 or (d and (spec.height % d or spec.width % d)):
             raise ConfigError(f"factorization base_downsample {d} must divide the image size {spec.height}x{spec.width}")
@@ -384,7 +387,8 @@ class Factorization(Container):
     def load_training_state(self, state: dict, generator: torch.Generator | None = None) -> None:
         if "adversary" in state:
             if self._adversary is None:
-                self._adversary = Adversary(self.spec, self.config, generator or torch.Generator().manual_seed(0), self.device)
+                generator = generator or torch.Generator().manual_seed(0)  # the weights are overwritten below
+                self._adversary = Adversary(self.spec, self.config, generator, self.device)
             self._adversary.load_state_dict(state["adversary"])
 
     @property

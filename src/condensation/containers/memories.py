@@ -79,7 +79,8 @@ class AddressableMemories(Container):
         self.low_size = (spec.height // ds, spec.width // ds)  # (h, w)
         # a fixed-seed start so that an uninitialized container is usable; initialize() redraws from the run
         start = torch.Generator().manual_seed(0)
-        self.memories = nn.Parameter(xavier_uniform((config.bases, spec.channels * self.low_size[0] * self.low_size[1]), start))
+        memory_size = spec.channels * self.low_size[0] * self.low_size[1]  # C*h*w
+        self.memories = nn.Parameter(xavier_uniform((config.bases, memory_size), start))
         self.coefficients = nn.Parameter(xavier_uniform((spec.num_classes * self.r, config.bases), start))
 
     def generated_per_class(self) -> int:

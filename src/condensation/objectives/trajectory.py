@@ -15,7 +15,10 @@ theta_{i+1} = theta_i - alpha g_i(theta_i, X_i) and a_i = dL/dtheta_i,
 
 A forward pass without graph stores the N flat parameter vectors (N x P floats, no activations) and each
 step's batch indices and generator state; a backward sweep then rebuilds one step's graph at a time, from
-the same images, and applies the three formulas above with one double-backward call per step.
+the same images, and applies the three formulas above with one double-backward call per step. Measured on
+Fashion-MNIST (ConvNet-3, P = 317,706, IPC 1, N = 20, one CPU core): 'unrolled' peaks 290-390 MiB above a
+one-step run, 'constant' at no measurable extra (its 20 snapshots are 25 MiB); the times were within the noise
+of a loaded machine (6-9 s per iteration each; 'constant' does one extra forward and first-order backward).
 """
 from __future__ import annotations
 

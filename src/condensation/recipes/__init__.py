@@ -1,7 +1,7 @@
 """Named recipes: the published methods as container + objective + hyperparameters.
 
-One module per family registers its recipes: baselines (random, herding, dm, echo), matching (dc, dsa, idc,
-mtt), seed (hmn, rtp, haba).
+One module per family registers its recipes: baselines (random, herding, dm, echo), matching (dc, dsa, idc),
+trajectory (mtt, bptt_pixels), hmn, seed (rtp, haba).
 
 A recipe is data. ``iterations`` is the recipe's default outer-iteration count (the paper's where it fits a
 CPU; CLI ``--iterations`` overrides it). Recipes with ``selection`` choose real images and train nothing.
@@ -9,6 +9,7 @@ CPU; CLI ``--iterations`` overrides it). Recipes with ``selection`` choose real 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..engine.condense import OptimizerConfig
 from ..errors import ConfigError
@@ -27,6 +28,10 @@ class Recipe:
     preprocessing: str = "normalize"
     selection: str | None = None  # "random" or "herding": choose real images, no optimization
     learning_rate_times_ipc: bool = False  # effective container lr = optimizer lr x IPC (ECHO, IDC)
+    # explicit over-budget state while condensing (HMN condenses at (1 + p) x B, then prunes back to <= B)
+    condense_budget_ratio: float = 1.0
+    # after condensation: fn(container, dataset, run_config, generator, device) -> container (HMN's pruning)
+    post_condense: Callable | None = None
     description: str = ""
 
 

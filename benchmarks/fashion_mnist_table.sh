@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The Fashion-MNIST results table of docs/results.md, under the `cpu` evaluation protocol (ConvNet-3, DSA,
+# 200 SGD steps of batch <= 128 per network, 3 networks, the full 10,000-image test set).
+# Iteration budgets are CPU budgets (far below the papers'); every setting that differs from a recipe's
+# default is on its command line. Finished runs are skipped, so the script can be rerun after a kill.
+# Usage: bash benchmarks/fashion_mnist_table.sh [ROW ...]   (default: every row, in order)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/table}
+DATA=${DATA:-../shared/data}
+CONDENSE=${CONDENSE:-.venv/bin/condense}
+mkdir -p "$OUT"
+
+run() {  # run NAME ARGS...: one distill into $OUT/NAME unless it already finished
+  local name=$1; shift
+  if [ -f "$OUT/$name/results.json" ]; then echo "skip $name (done)"; return; fi
+  local resume=""; [ -f "$OUT/$name/checkpoint.pt" ] && resume="--resume"
+  echo "=== $name: condense distill $* $resume"
+  /usr/bin/time -f "$name wall %e s" $CONDENSE distill --dataset fashion_mnist --data-root "$DATA" --out "$OUT/$name" --quiet $resume "$@"
+}
+
+declare -A ROWS=(
+  [random-1]="--recipe random --ipc 1 --random-baseline --random-baseline-draws 5"
+  [herding-1]="--recipe herding --ipc 1"
+  [dm-1]="--recipe dm --ipc 1 --iterations 100 --lr 10 --objective-set real_per_class=64"
+  [random-10]="--recipe random --ipc 10 --random-baseline --random-baseline-draws 3"
+  [herding-10]="--recipe herding --ipc 10"
+  [dm-10]="--recipe dm --ipc 10 --iterations 100 --lr 10 --objective-set real_per_class=64"
+  [dc-1]="--recipe dc --ipc 1 --iterations 50 --lr 1 --container-set init=real --objective-set real_per_class=64"
+  [dsa-1]="--recipe dsa --ipc 1 --iterations 50 --lr 1 --objective-set real_per_class=64"
+  [echo-1]="--recipe echo --ipc 1 --iterations 50 --lr 1 --objective-set real_per_class=64"
+  [idc-1]="--recipe idc --ipc 1 --iterations 50 --lr 0.001 --objective-set distance=l1"
+  [mtt-1]="--recipe mtt --ipc 1 --iterations 50 --objective-set experts=$OUT/experts-cpu"
+)
+ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 dc-1 dsa-1 echo-1 idc-1 mtt-1)
+experts() {  # the expert trajectories mtt starts from (resumable: finished experts are skipped)
+  $CONDENSE experts --dataset fashion_mnist --data-root "$DATA" --out "$OUT/experts-cpu" --set preset=cpu --quiet
+}
+
+for name in "${@:-${ORDER[@]}}"; do
+  [ "$name" = mtt-1 ] && experts
+  if [ -z "${ROWS[$name]+x}" ]; then echo "unknown row $name; rows: ${ORDER[*]}"; exit 2; fi
+  run "$name" ${ROWS[$name]}
+done
