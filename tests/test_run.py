@@ -88,6 +88,12 @@ def test_bad_input_fails_before_work_starts(tmp_path, overrides, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_network_too_small_for_the_images_fails_before_condensing(tmp_path):
+    with pytest.raises(ConfigError, match="cannot take 8x8"):
+        distill(_config(tmp_path, architectures=("convnet5",), iterations=1000))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_missing_dataset_root_is_reported(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         distill(_config(tmp_path, dataset="fashion_mnist", data_root=str(tmp_path / "nowhere")))

@@ -21,7 +21,7 @@ from .engine.condense import LoopConfig, OptimizerConfig, condense
 from .engine.real import RealPool
 from .errors import ConfigError
 from .evaluation import AccuracySummary, evaluate_container, get_protocol
-from .networks import NETWORKS
+from .networks import NETWORKS, create_network
 from .objectives import create_objective
 from .recipes import get_recipe
 from .registry import build_config
@@ -165,6 +165,8 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
     if is_artifact(out) and not resume:
         raise ConfigError(f"'{out}' already holds a finished artifact; choose another --out (nothing was changed)")
     dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction)
+    for architecture in plan.architectures:  # a network that cannot take these images fails now, not after hours
+        create_network(architecture, dataset.spec)
     preprocessing = Preprocessing(plan.preprocessing).fit(dataset.train.images)
     container = create_container(plan.container_name, dataset.spec, config.ipc, preprocessing, **plan.container_settings)
     container.check_budget(max(config.budget_ratio, plan.recipe.condense_budget_ratio))
