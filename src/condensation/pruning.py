@@ -22,7 +22,7 @@ from .errors import BudgetError, ConfigError
 from .evaluation.evaluate import evaluate_container
 from .evaluation.protocols import Protocol, get_protocol
 from .objectives.base import seeded_network
-from .registry import Registry
+from .registry import Registry, build_config
 
 POST_CONDENSE: Registry = Registry("post-condensation step")
 
@@ -37,6 +37,13 @@ class PruningConfig:
     aum_augmentation: bool = True  # DSA while training the AUM network (as evaluation trains)
     validation_protocol: str = ""  # protocol of the beta search; "": the run's own protocol
     validation_networks: int = 2  # networks per beta (the same seeds for every beta: a paired comparison)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "beta_grid", tuple(float(b) for b in self.beta_grid))  # JSON gives lists
+        if not self.beta_grid or any(not 0.0 <= b <= 1.0 for b in self.beta_grid):
+            raise ConfigError(f"beta_grid needs values in [0, 1], got {list(self.beta_grid)}")
+        if self.aum_epochs < 1 or self.validation_networks < 1:
+            raise ConfigError("aum_epochs and validation_networks must be >= 1")
 
 
 @dataclass
@@ -135,9 +142,12 @@ def select_beta(container: Container, dataset: Dataset, scores: torch.Tensor,
 def hmn_after_condense(container: Container, dataset: Dataset, config, generator: torch.Generator,
                        device: torch.device | str = "cpu", settings: PruningConfig | None = None) -> Container:
     """Score by AUM, choose beta on the validation split, prune to B. ``config`` is the run's RunConfig
-    (its seed, protocol and protocol settings); returns the pruned container, within B, with a
-    ``pruning_record`` (beta, validation accuracies, counts) that its artifact's metadata keeps."""
-    settings = settings or PruningConfig()
+    (its seed, protocol, protocol settings and, where it has them, ``post_condense_settings``: fields of
+    ``PruningConfig``); returns the pruned container, within B, with a ``pruning_record`` (beta, validation
+    accuracies, counts) that its artifact's metadata keeps."""
+    if settings is None:
+        overrides = getattr(config, "post_condense_settings", None) or {}
+        settings = build_config(PruningConfig, overrides, "post-condensation step 'double_end_prune'")
     before = container.generated_per_class()
     if budget_count(container) == before:
         container.check_budget(1.0)

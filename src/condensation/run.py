@@ -209,6 +209,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
 
     results = {
         "recipe": plan.recipe.name, "container": plan.container_name, "objective": plan.objective_name,
+        "container_settings": container.construction()["config"], "objective_settings": plan.objective_settings,
         "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed, "iterations": plan.iterations,
         "protocol": plan.protocol.settings(),
         "stored_floats": container.stored_floats(), "stored_bytes": container.stored_bytes(),

@@ -61,6 +61,13 @@ class Container(nn.Module):
     def after_step(self, generator: torch.Generator) -> None:
         """Called after every optimizer step (HaBa's adversary takes its own step here)."""
 
+    def training_state(self) -> dict:
+        """State that is not stored in the artifact but must survive a resume (HaBa's adversary)."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        pass
+
     def prune(self, keep: torch.Tensor) -> "Container":
         raise NotImplementedError(f"{type(self).__name__} cannot remove single images")
 

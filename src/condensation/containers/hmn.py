@@ -239,7 +239,7 @@ class HMN(Container):
         config = dataclasses.replace(self.config, instances_per_class=int(counts[0]))
         pruned = type(self)(self.spec, self.images_per_class, self.preprocessing, config)
         pruned.registry_name = self.registry_name
-        state = {k: v for k, v in self.state_dict().items()}
+        state = dict(self.state_dict())
         state["instance_memory"] = self.instance_memory.detach()[keep.to(self.instance_memory.device)]
         pruned.load_state_dict(state)
         return pruned.to(self.device)
@@ -273,10 +273,15 @@ class HMN(Container):
         """Fit every part so that image (c, i) reproduces a random real image of class c (mean squared error
         in network-input space, Adam), so condensation starts from real-looking images."""
         per_class = self.generated_per_class()
-        targets = torch.cat([real.sample(c, per_class, generator, replace_if_short=True)
-                             for c in range(self.num_classes)]).to(self.device)  # (classes * GIPC, C, H, W)
+        chosen_real = []  # positions in real.inputs: one target per instance, without copying the images
+        for c in range(self.num_classes):
+            available = real.indices[c]
+            positions = (torch.randperm(len(available), generator=generator)[:per_class] if per_class <= len(available)
+                         else torch.randint(len(available), (per_class,), generator=generator))
+            chosen_real.append(available[positions.to(available.device)])
+        target_positions = torch.cat(chosen_real)  # (classes * GIPC,)
         optimizer = torch.optim.Adam(self.parameters(), lr=self.config.reconstruct_learning_rate)
-        count = len(targets)
+        count = len(target_positions)
         batch = min(self.config.reconstruct_batch_size, count)
         order = torch.randperm(count, generator=generator)
         position = 0
@@ -286,7 +291,8 @@ class HMN(Container):
                     order, position = torch.randperm(count, generator=generator), 0
                 chosen = order[position:position + batch].to(self.device)
                 position += batch
-                loss = F.mse_loss(self._generate(chosen, None, "distill"), targets[chosen])
+                target = real.inputs[target_positions[chosen].to(real.inputs.device)].to(self.device)
+                loss = F.mse_loss(self._generate(chosen, None, "distill"), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -74,6 +74,7 @@ def condense(
                 "start a fresh run directory or pass the same config"
             )
         container.load_state_dict(state["container"])
+        container.load_training_state(state.get("container_training", {}))
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
         objective.load_state_dict(state["objective"])
@@ -115,7 +116,8 @@ def condense(
             if checkpoint_path and loop.checkpoint_every and (done % loop.checkpoint_every == 0) and done < loop.iterations:
                 save_checkpoint(checkpoint_path, {
                     "fingerprint": fingerprint, "iteration": done, "losses": losses,
-                    "container": container.state_dict(), "optimizer": optimizer.state_dict(),
+                    "container": container.state_dict(), "container_training": container.training_state(),
+                    "optimizer": optimizer.state_dict(),
                     "objective": objective.state_dict(), "generator": generator.get_state(),
                 })
     finally:
