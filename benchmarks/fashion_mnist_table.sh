@@ -32,7 +32,7 @@ declare -A ROWS=(
   [idc-1]="--recipe idc --ipc 1 --iterations 50 --lr 0.001 --objective-set distance=l1"
   [mtt-1]="--recipe mtt --ipc 1 --iterations 50 --objective-set experts=$OUT/experts-cpu"
 )
-ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 dc-1 dsa-1 echo-1 idc-1 mtt-1)
+ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 echo-1 idc-1 mtt-1 dsa-1 dc-1)
 experts() {  # the expert trajectories mtt starts from (resumable: finished experts are skipped)
   $CONDENSE experts --dataset fashion_mnist --data-root "$DATA" --out "$OUT/experts-cpu" --set preset=cpu --quiet
 }

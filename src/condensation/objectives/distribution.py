@@ -57,6 +57,7 @@ class DistributionMatchingConfig:
     per_class_step: bool = False  # False: one optimizer step for all classes (DM); True: one per class (ECHO)
     dsa: bool = True
     augment_mode: str = "single"  # "single" (DM) or "chain" (ECHO/IDC: color, crop, cutout)
+    real_chunk: int = 256  # real images per forward chunk (speed only: no effect on the loss)
     augment_strategy: str = "color_crop_cutout_flip_scale_rotate"
 
 
@@ -90,8 +91,10 @@ class DistributionMatching(Objective):
                 real_c, syn_c = siamese_pair(self.augment, real_c, syn_c, generator)
             real_parts.append(real_c)
             syn_parts.append(syn_c)
-        with torch.no_grad():
-            real_features = self.network.embed(torch.cat(real_parts)).split([len(p) for p in real_parts])
+        with torch.no_grad():  # one pass for every class's real images, in chunks that stay in cache
+            real_images = torch.cat(real_parts)
+            real_features = torch.cat([self.network.embed(chunk) for chunk in real_images.split(self.config.real_chunk)])
+            real_features = real_features.split([len(p) for p in real_parts])
         syn_features = self.network.embed(torch.cat(syn_parts)).split([len(p) for p in syn_parts])
         return sum(mmd_squared(s, r, self.config.kernel) for s, r in zip(syn_features, real_features))
 
