@@ -1,0 +1,77 @@
+"""Every registered objective with every registered container takes one engine iteration on tiny tensors:
+the generated shapes are right, the loss is finite and a non-zero gradient reaches the container's storage."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from condensation.containers import CONTAINERS, create_container
+from condensation.data import DataSpec, Split
+from condensation.data.datasets import Dataset
+from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
+from condensation.engine.experts import ExpertConfig, train_experts
+from condensation.objectives import OBJECTIVES, create_objective
+
+from .conftest import tiny_real
+
+SPEC = DataSpec(1, 8, 8, 3, ("a", "b", "c"), flip_allowed=False)
+SMALL = {  # the smallest settings of each objective that still exercise its whole path
+    "dm": {"real_per_class": 6},
+    "echo": {"real_per_class": 6, "synthetic_per_class": 4},
+    "dc": {"real_per_class": 6, "network": "convnet_w32"},
+    "dsa": {"real_per_class": 6, "network": "convnet_w32"},
+    "idc": {"real_per_class": 6, "synthetic_per_class": 4, "real_training_images": 12, "network": "convnet_w32"},
+    "mtt": {"syn_steps": 2, "batch_syn": 6, "expert_epochs": 1, "max_start_epoch": 1},
+    "bptt": {"inner_steps": 2, "synthetic_per_class": 2, "real_per_class": 4, "network_settings": {"width": 8}},
+}
+
+
+@pytest.fixture(scope="module")
+def experts(tmp_path_factory):
+    real, _ = tiny_real(SPEC)
+    train = Split(real.raw, real.labels)
+    out = tmp_path_factory.mktemp("matrix-experts")
+    config = ExpertConfig(network_settings={"width": 32}, experts=1, epochs=2, batch_size=12, preprocessing="normalize")
+    train_experts(Dataset("tiny", SPEC, train, train, train), config, out, torch.Generator().manual_seed(0), progress=False)
+    return out
+
+
+def test_every_objective_has_small_settings():
+    assert set(OBJECTIVES.names()) == set(SMALL), "add the new objective to SMALL so the matrix covers it"
+
+
+@pytest.mark.parametrize("container_name", CONTAINERS.names())
+@pytest.mark.parametrize("objective_name", OBJECTIVES.names())
+def test_objective_times_container(objective_name, container_name, experts):
+    real, preprocessing = tiny_real(SPEC)
+    container = create_container(container_name, SPEC, 2, preprocessing)
+    generator = torch.Generator().manual_seed(0)
+    container.initialize(real, generator)
+    settings = dict(SMALL[objective_name])
+    if objective_name == "mtt":
+        settings["experts"] = str(experts)
+    objective = create_objective(objective_name, SPEC, **settings)
+    before = [p.detach().clone() for p in container.parameters()]
+
+    batch = container.generate_all(generator)
+    assert batch.images.shape == (container.total_generated(), 1, 8, 8)
+
+    gradients = {}
+    original_step = torch.optim.SGD.step
+
+    def capture(self, *args, **kwargs):  # look at the container's gradients just before the first step
+        if not gradients:
+            gradients.update({name: p.grad.detach().clone() for name, p in container.named_parameters() if p.grad is not None})
+        return original_step(self, *args, **kwargs)
+
+    torch.optim.SGD.step = capture
+    try:
+        result = condense(container, objective, real, OptimizerConfig(learning_rate=1e-3), LoopConfig(1), generator,
+                          progress=False)
+    finally:
+        torch.optim.SGD.step = original_step
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in result.losses)
+    assert gradients, "no gradient reached the container"
+    assert any(g.abs().sum() > 0 for g in gradients.values())
+    assert all(torch.isfinite(g).all() for g in gradients.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, container.parameters()))
