@@ -121,3 +121,11 @@ def test_after_condense_prunes_to_the_budget_deterministically(gray_spec):
     assert set(record["validation_accuracy"]) == {"0.0", "0.5", "1.0"}
     assert torch.equal(first.generate_all().images, second.generate_all().images)
     assert record == second.construction()["pruning"]
+
+
+def test_pruning_settings_are_validated():
+    assert PruningConfig(beta_grid=[0, 1]).beta_grid == (0.0, 1.0)  # JSON lists become tuples
+    with pytest.raises(ConfigError, match="beta_grid"):
+        PruningConfig(beta_grid=(0.0, 1.5))
+    with pytest.raises(ConfigError, match="aum_epochs"):
+        PruningConfig(aum_epochs=0)

@@ -104,3 +104,17 @@ def test_fashion_mnist_end_to_end_from_shared_data(tmp_path, shared_data):
                               random_baseline=False))
     assert results["budget_floats"] == 7840 and results["generated_images_total"] == 10
     assert 0 <= results["accuracy"]["convnet"]["mean"] <= 100
+
+
+def test_hmn_condenses_over_budget_then_prunes_back_within_it(tmp_path):
+    results = distill(_config(tmp_path, recipe="hmn", objective_settings={}, random_baseline=False,
+                              post_condense_settings={"aum_epochs": 2, "beta_grid": [0.0, 1.0], "validation_networks": 1}))
+    assert results["stored_floats"] <= results["budget_floats"]
+    pruning = json.loads((tmp_path / "run" / "metadata.json").read_text())["container"]["pruning"]
+    assert pruning["instances_per_class_before"] > pruning["instances_per_class_after"] == results["generated_images_per_class"]
+    assert set(pruning["validation_accuracy"]) == {"0.0", "1.0"}  # beta chosen on the validation split
+
+
+def test_an_over_budget_container_without_a_pruning_step_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="over budget"):
+        distill(_config(tmp_path, container="hmn", container_settings={"over_budget": 0.1}))

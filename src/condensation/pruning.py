@@ -133,7 +133,7 @@ def select_beta(container: Container, dataset: Dataset, scores: torch.Tensor,
             pruned = prune_to_budget(container, scores, beta)
             summary = evaluate_container(pruned, dataset.validation, protocol, seed, protocol.architectures[:1], device)
             by_hardest[hardest] = next(iter(summary.values())).mean
-        accuracies[beta] = by_hardest[math.floor(beta * removed + 1e-9)]
+        accuracies[beta] = by_hardest[hardest]
     best = max(grid, key=lambda b: (accuracies[b], -grid.index(b)))
     return BetaSelection(best, accuracies)
 

@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .evaluation import AccuracySummary, evaluate_container, get_protocol
 from .networks import NETWORKS, create_network
 from .objectives import create_objective
+from .pruning import POST_CONDENSE
 from .recipes import get_recipe
 from .registry import build_config
 from .selection import SELECTIONS
@@ -54,7 +55,8 @@ class RunConfig:
     random_baseline_draws: int = 3
     checkpoint_every: int = 50
     validation_fraction: float = 0.1
-    budget_ratio: float = 1.0  # > 1 only for explicit over-budget states (HMN before pruning, HaBa paper mode)
+    budget_ratio: float = 1.0  # > 1 only for explicit over-budget states (HaBa's paper mode)
+    post_condense_settings: dict = field(default_factory=dict)  # e.g. HMN pruning: beta_grid, aum_epochs
     progress: bool = True
 
 
@@ -142,6 +144,8 @@ def plan_run(config: RunConfig) -> Plan:
     architectures = tuple(config.architectures or protocol.architectures)
     for name in architectures:
         NETWORKS.get(name)
+    if recipe.post_condense is not None:
+        POST_CONDENSE.get(recipe.post_condense)
     if config.random_baseline_draws < 1:
         raise ConfigError("random_baseline_draws must be >= 1")
     preprocessing = config.preprocessing or recipe.preprocessing
@@ -169,7 +173,11 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
         create_network(architecture, dataset.spec)
     preprocessing = Preprocessing(plan.preprocessing).fit(dataset.train.images)
     container = create_container(plan.container_name, dataset.spec, config.ipc, preprocessing, **plan.container_settings)
-    container.check_budget(max(config.budget_ratio, plan.recipe.condense_budget_ratio))
+    if container.over_budget_ratio > 1 and plan.recipe.post_condense is None:
+        raise ConfigError(f"container '{plan.container_name}' condenses over budget ({container.over_budget_ratio:g} x B) "
+                          f"and recipe '{plan.recipe.name}' has no step that brings it back; use --recipe hmn or "
+                          "--container-set over_budget=0")
+    container.check_budget(max(config.budget_ratio, container.over_budget_ratio))
     objective = (create_objective(plan.objective_name, dataset.spec, plan.device, **plan.objective_settings)
                  if plan.objective_name and not plan.recipe.selection else None)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +201,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
         )
         losses = result.losses
         if plan.recipe.post_condense is not None:
-            container = plan.recipe.post_condense(container, dataset, config, generator, device)
+            container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, config, generator, device)
             container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
     distill_seconds = time.perf_counter() - started
     objective_values = {k: float(v) for k, v in (objective.artifact_tensors() if objective else {}).items()}

@@ -183,3 +183,17 @@ def test_hmn_recipe():
     recipe = get_recipe("hmn")
     assert (recipe.container, recipe.objective) == ("hmn", "idc")
     assert recipe.container_settings["over_budget"] == pytest.approx(0.1)
+    assert recipe.container_settings["init"] == "reconstruct"
+
+
+def test_a_pruned_artifact_loads_with_its_shapes_and_record(gray_spec, tmp_path):
+    from condensation.artifacts import load_artifact, save_artifact
+
+    container, _ = _small(gray_spec, over_budget=0.1)
+    pruned = container.prune(torch.arange(container.total_generated()).view(3, -1)[:, :16].flatten())
+    pruned.pruning_record = {"beta": 0.5}
+    save_artifact(tmp_path / "run", pruned, {"recipe": "hmn"})
+    loaded = load_artifact(tmp_path / "run")
+    assert loaded.metadata["container"]["pruning"] == {"beta": 0.5}
+    assert loaded.container.generated_per_class() == 16
+    assert torch.equal(loaded.container.generate_all().images, pruned.generate_all().images)

@@ -9,7 +9,6 @@ CPU; CLI ``--iterations`` overrides it). Recipes with ``selection`` choose real 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..engine.condense import OptimizerConfig
 from ..errors import ConfigError
@@ -28,10 +27,9 @@ class Recipe:
     preprocessing: str = "normalize"
     selection: str | None = None  # "random" or "herding": choose real images, no optimization
     learning_rate_times_ipc: bool = False  # effective container lr = optimizer lr x IPC (ECHO, IDC)
-    # explicit over-budget state while condensing (HMN condenses at (1 + p) x B, then prunes back to <= B)
-    condense_budget_ratio: float = 1.0
-    # after condensation: fn(container, dataset, run_config, generator, device) -> container (HMN's pruning)
-    post_condense: Callable | None = None
+    # a step after condensation, by name in condensation.pruning.POST_CONDENSE (HMN: "double_end_prune"):
+    # fn(container, dataset, run_config, generator, device) -> container, back within the budget
+    post_condense: str | None = None
     description: str = ""
 
 
