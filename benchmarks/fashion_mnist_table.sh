@@ -31,14 +31,17 @@ declare -A ROWS=(
   [echo-1]="--recipe echo --ipc 1 --iterations 50 --lr 1 --objective-set real_per_class=64"
   [idc-1]="--recipe idc --ipc 1 --iterations 50 --lr 0.001 --objective-set distance=l1"
   [mtt-1]="--recipe mtt --ipc 1 --iterations 50 --objective-set experts=$OUT/experts-cpu"
+  [hmn-1]="--recipe hmn --ipc 1 --iterations 30 --objective-set distance=l1 --post-condense-set beta_grid=[0,0.5,1] --post-condense-set validation_networks=1"
+  [rtp-1]="--recipe rtp --ipc 1 --iterations 30 --objective-set inner_steps=20"
+  [haba-1]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu"
 )
-ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 echo-1 idc-1 mtt-1 dsa-1 dc-1)
+ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 echo-1 idc-1 mtt-1 dsa-1 dc-1 hmn-1 rtp-1 haba-1)
 experts() {  # the expert trajectories mtt starts from (resumable: finished experts are skipped)
   $CONDENSE experts --dataset fashion_mnist --data-root "$DATA" --out "$OUT/experts-cpu" --set preset=cpu --quiet
 }
 
 for name in "${@:-${ORDER[@]}}"; do
-  [ "$name" = mtt-1 ] && experts
+  case "$name" in mtt-1|haba-1) experts ;; esac
   if [ -z "${ROWS[$name]+x}" ]; then echo "unknown row $name; rows: ${ORDER[*]}"; exit 2; fi
   run "$name" ${ROWS[$name]}
 done

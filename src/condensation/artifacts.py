@@ -5,7 +5,6 @@ sha256 of every tensor file), grid.png, metrics.jsonl, results.json. Every file 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -13,40 +12,17 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import __version__
 from .containers.base import Container, create_container
 from .data.datasets import DataSpec
 from .data.preprocessing import Preprocessing
 from .errors import ArtifactError
+from .io import atomic_save_tensors, atomic_write_json, sha256  # noqa: F401  (atomic_write_json re-exported)
 
 SCHEMA_VERSION = 1
 TENSOR_FILES = ("container.safetensors", "generated.safetensors", "preprocessing.safetensors")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
-def atomic_write_json(path: Path, payload) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
-
-
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temporary))
-    os.replace(temporary, path)
 
 
 @dataclass
@@ -72,9 +48,9 @@ def save_artifact(directory: str | Path, container: Container, metadata: dict, g
     directory.mkdir(parents=True, exist_ok=True)
     container = container.cpu()
     generated = container.generate_all(torch.Generator().manual_seed(0), mode="evaluate")
-    _save_tensors(directory / "container.safetensors", container.state_dict())
-    _save_tensors(directory / "generated.safetensors", {"images": generated.images, "labels": generated.labels})
-    _save_tensors(directory / "preprocessing.safetensors", container.preprocessing.state_dict())
+    atomic_save_tensors(directory / "container.safetensors", container.state_dict())
+    atomic_save_tensors(directory / "generated.safetensors", {"images": generated.images, "labels": generated.labels})
+    atomic_save_tensors(directory / "preprocessing.safetensors", container.preprocessing.state_dict())
     save_grid(directory / "grid.png", container.preprocessing.inverse(generated.images), generated.labels,
               container.num_classes, grid_images_per_class)
     spec = container.spec

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--objective")
     d.add_argument("--objective-set", action="append", metavar="KEY=VALUE", help="objective setting (repeatable)")
     d.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate")
+    d.add_argument("--post-condense-set", action="append", metavar="KEY=VALUE",
+                   help="setting of the recipe's post-condensation step, e.g. HMN pruning's beta_grid=[0,0.5,1]")
     d.add_argument("--preprocessing", choices=["normalize", "zca", "none"], help="override the recipe's")
     d.add_argument("--protocol")
     d.add_argument("--protocol-set", action="append", metavar="KEY=VALUE", help="protocol setting (repeatable)")
@@ -110,7 +112,8 @@ def _distill(args) -> int:
     }
     for key, pairs, flag in (("container_settings", args.container_set, "--container-set"),
                              ("objective_settings", args.objective_set, "--objective-set"),
-                             ("protocol_settings", args.protocol_set, "--protocol-set")):
+                             ("protocol_settings", args.protocol_set, "--protocol-set"),
+                             ("post_condense_settings", args.post_condense_set, "--post-condense-set")):
         if pairs:
             flags[key] = _key_values(pairs, flag)
     if args.no_evaluate:

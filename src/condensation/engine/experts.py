@@ -21,14 +21,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save_file
 from torch import nn
 
 from .. import __version__
@@ -37,6 +35,7 @@ from ..data.augment import DSA, DSAConfig
 from ..data.datasets import Dataset, DataSpec
 from ..data.preprocessing import Preprocessing
 from ..errors import ArtifactError, ConfigError
+from ..io import atomic_save_tensors, atomic_write_json, sha256
 from ..networks import create_network
 from ..registry import build_config
 from .train import TrainSettings, train_network
@@ -173,7 +172,7 @@ def train_experts(dataset: Dataset, config: ExpertConfig, out_dir: str | Path, g
             tick = (lambda: bar.update(1)) if bar is not None else None
             trajectory = train_expert(spec, inputs, labels, config, seed, device, tick)
             _write_tensor(out / name, trajectory)
-            files[name] = {"sha256": _sha256(out / name), "bytes": (out / name).stat().st_size}
+            files[name] = {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size}
             _write_json(out / MANIFEST, manifest)
     finally:
         if bar is not None:
@@ -218,7 +217,7 @@ def _resumable_files(out: Path, manifest: dict) -> dict:
                           "choose another --out or the same settings and seed")
     kept = {}
     for name, entry in previous.get("files", {}).items():
-        if (out / name).exists() and _sha256(out / name) == entry.get("sha256"):
+        if (out / name).exists() and sha256(out / name) == entry.get("sha256"):
             kept[name] = entry
     return kept
 
@@ -263,7 +262,7 @@ class ExpertBuffer:
         path = self.path / name
         if not path.exists():
             raise ArtifactError(f"expert file '{path}' is missing")
-        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
+        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256(path)
         if digest != self.manifest["files"][name]["sha256"]:
             raise ArtifactError(f"expert file '{path}' does not match its checksum (truncated or altered)")
         self._verified.add(name)
@@ -323,30 +322,12 @@ def _read_manifest(path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- writing
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _replace_synced(temporary: Path, path: Path) -> None:
-    with open(temporary, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def _write_tensor(path: Path, trajectory: torch.Tensor) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    save_file({TENSOR_NAME: trajectory.contiguous()}, str(temporary))
-    _replace_synced(temporary, path)
+    atomic_save_tensors(path, {TENSOR_NAME: trajectory})
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1) + "\n")
-    _replace_synced(temporary, path)
+    atomic_write_json(path, payload, indent=1)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
