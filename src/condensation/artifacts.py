@@ -46,8 +46,8 @@ def save_artifact(directory: str | Path, container: Container, metadata: dict, g
     """Write the artifact files; metadata.json goes last, so a directory with it is complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    container = container.cpu()
-    generated = container.generate_all(torch.Generator().manual_seed(0), mode="evaluate")
+    generated = container.generate_all(torch.Generator().manual_seed(0), mode="evaluate")  # on its own device
+    generated.images, generated.labels = generated.images.cpu(), generated.labels.cpu()
     atomic_save_tensors(directory / "container.safetensors", container.state_dict())
     atomic_save_tensors(directory / "generated.safetensors", {"images": generated.images, "labels": generated.labels})
     atomic_save_tensors(directory / "preprocessing.safetensors", container.preprocessing.state_dict())
