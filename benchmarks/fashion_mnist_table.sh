@@ -19,6 +19,7 @@ run() {  # run NAME ARGS...: one distill into $OUT/NAME unless it already finish
   /usr/bin/time -f "$name wall %e s" $CONDENSE distill --dataset fashion_mnist --data-root "$DATA" --out "$OUT/$name" --quiet $resume "$@"
 }
 
+ABLATION="--recipe dm --ipc 1 --iterations 100 --optimizer adam --lr 0.01 --objective-set real_per_class=64"
 declare -A ROWS=(
   [random-1]="--recipe random --ipc 1 --random-baseline --random-baseline-draws 5"
   [herding-1]="--recipe herding --ipc 1"
@@ -34,8 +35,17 @@ declare -A ROWS=(
   [hmn-1]="--recipe hmn --ipc 1 --iterations 30 --objective-set distance=l1 --post-condense-set beta_grid=[0,0.5,1] --post-condense-set validation_networks=1"
   [rtp-1]="--recipe rtp --ipc 1 --iterations 30 --objective-set inner_steps=20"
   [haba-1]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu"
+  # HMN condensed exactly at B (p = 0: nothing to prune), the p = 0 row of benchmarks/hmn_pruning_grid.py
+  [hmn-1-p0]="--recipe hmn --ipc 1 --iterations 30 --objective-set distance=l1 --container-set over_budget=0"
+  # The same-objective container ablation: DM, Adam lr 0.01, 100 iterations, 64 real images per class, at B
+  [ablation-pixels]="$ABLATION"
+  [ablation-multi_formation]="$ABLATION --container multi_formation"
+  [ablation-memories]="$ABLATION --container memories"
+  [ablation-factorization]="$ABLATION --container factorization --container-set adversarial=false"
+  [ablation-hmn]="$ABLATION --container hmn --container-set init=reconstruct"
 )
-ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 echo-1 idc-1 mtt-1 dsa-1 dc-1 hmn-1 rtp-1 haba-1)
+ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 echo-1 idc-1 mtt-1 dsa-1 dc-1 hmn-1 rtp-1 haba-1 hmn-1-p0
+       ablation-pixels ablation-multi_formation ablation-memories ablation-factorization ablation-hmn)
 experts() {  # the expert trajectories mtt starts from (resumable: finished experts are skipped)
   $CONDENSE experts --dataset fashion_mnist --data-root "$DATA" --out "$OUT/experts-cpu" --set preset=cpu --quiet
 }

@@ -113,6 +113,21 @@ def test_hmn_condenses_over_budget_then_prunes_back_within_it(tmp_path):
     pruning = json.loads((tmp_path / "run" / "metadata.json").read_text())["container"]["pruning"]
     assert pruning["instances_per_class_before"] > pruning["instances_per_class_after"] == results["generated_images_per_class"]
     assert set(pruning["validation_accuracy"]) == {"0.0", "1.0"}  # beta chosen on the validation split
+    # the over-budget container is kept beside the pruned one, so pruning can be redone without condensing
+    before = load_artifact(tmp_path / "run" / "over_budget")
+    assert before.metadata["stage"] == "before post-condensation"
+    assert before.container.generated_per_class() == pruning["instances_per_class_before"]
+    assert before.container.stored_floats() > results["budget_floats"]
+
+
+def test_optimizer_override_replaces_only_the_optimizer_kind():
+    from condensation.run import plan_run
+
+    plan = plan_run(RunConfig(recipe="rtp", dataset="digits", optimizer="adam", learning_rate=0.01))
+    assert (plan.optimizer.name, plan.optimizer.learning_rate, plan.optimizer.gradient_clip) == ("adam", 0.01, 2.0)
+    assert plan_run(RunConfig(recipe="rtp", dataset="digits")).optimizer.name == "sgd"
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        plan_run(RunConfig(recipe="dm", dataset="digits", optimizer="lbfgs"))
 
 
 def test_an_over_budget_container_without_a_pruning_step_is_refused(tmp_path):

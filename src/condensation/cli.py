@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--objective")
     d.add_argument("--objective-set", action="append", metavar="KEY=VALUE", help="objective setting (repeatable)")
     d.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate")
+    d.add_argument("--optimizer", choices=["sgd", "adam"], help="container optimizer (default: the recipe's)")
     d.add_argument("--post-condense-set", action="append", metavar="KEY=VALUE",
                    help="setting of the recipe's post-condensation step, e.g. HMN pruning's beta_grid=[0,0.5,1]")
     d.add_argument("--preprocessing", choices=["normalize", "zca", "none"], help="override the recipe's")
@@ -106,7 +107,7 @@ def _distill(args) -> int:
         "recipe": args.recipe, "dataset": args.dataset, "ipc": args.ipc, "iterations": args.iterations,
         "seed": args.seed, "device": args.device, "out": args.out, "data_root": args.data_root,
         "container": args.container, "objective": args.objective, "learning_rate": args.learning_rate,
-        "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
+        "optimizer": args.optimizer, "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
         "random_baseline_draws": args.random_baseline_draws, "preprocessing": args.preprocessing,
         "architectures": tuple(args.architectures.split(",")) if args.architectures else None,
     }

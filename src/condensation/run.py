@@ -46,6 +46,7 @@ class RunConfig:
     objective: str | None = None
     objective_settings: dict = field(default_factory=dict)
     learning_rate: float | None = None
+    optimizer: str | None = None  # "sgd" or "adam"; None: the recipe's (momentum and clip stay the recipe's)
     preprocessing: str | None = None  # None: the recipe's ("normalize" or "zca")
     protocol: str | None = None
     protocol_settings: dict = field(default_factory=dict)
@@ -139,7 +140,10 @@ def plan_run(config: RunConfig) -> Plan:
         raise ConfigError(f"iterations must be >= 0, got {iterations}")
     learning_rate = config.learning_rate if config.learning_rate is not None else (
         recipe.optimizer.learning_rate * (config.ipc if recipe.learning_rate_times_ipc else 1))
-    optimizer = dataclasses.replace(recipe.optimizer, learning_rate=learning_rate)
+    if config.optimizer is not None and config.optimizer not in ("sgd", "adam"):
+        raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of: sgd, adam")
+    optimizer = dataclasses.replace(recipe.optimizer, learning_rate=learning_rate,
+                                    name=config.optimizer or recipe.optimizer.name)
     protocol = get_protocol(config.protocol or recipe.protocol, **config.protocol_settings)
     architectures = tuple(config.architectures or protocol.architectures)
     for name in architectures:
@@ -201,17 +205,14 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
         )
         losses = result.losses
         if plan.recipe.post_condense is not None:
+            if container.over_budget_ratio > 1:  # kept so that pruning can be redone (other beta) without condensing
+                save_artifact(out / "over_budget", container, {
+                    **_run_metadata(config, plan, objective, losses), "stage": "before post-condensation"})
             container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, config, generator, device)
             container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
     distill_seconds = time.perf_counter() - started
-    objective_values = {k: float(v) for k, v in (objective.artifact_tensors() if objective else {}).items()}
-    metadata = {
-        "recipe": plan.recipe.name, "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed,
-        "config": _jsonable(dataclasses.asdict(config)),
-        "objective": {"name": plan.objective_name, "settings": plan.objective_settings} if objective else None,
-        "optimizer": dataclasses.asdict(plan.optimizer), "iterations": plan.iterations,
-        "objective_values": objective_values, "final_loss": losses[-1] if losses else None,
-    }
+    metadata = _run_metadata(config, plan, objective, losses)
+    objective_values = metadata["objective_values"]
     save_artifact(out, container, metadata)
     (out / "checkpoint.pt").unlink(missing_ok=True)
 
@@ -238,6 +239,17 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
                    library_version=__version__, python_version=platform.python_version())
     atomic_write_json(out / "results.json", results)
     return results
+
+
+def _run_metadata(config: RunConfig, plan: Plan, objective, losses: list[float]) -> dict:
+    objective_values = {k: float(v) for k, v in (objective.artifact_tensors() if objective else {}).items()}
+    return {
+        "recipe": plan.recipe.name, "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed,
+        "config": _jsonable(dataclasses.asdict(config)),
+        "objective": {"name": plan.objective_name, "settings": plan.objective_settings} if objective else None,
+        "optimizer": dataclasses.asdict(plan.optimizer), "iterations": plan.iterations,
+        "objective_values": objective_values, "final_loss": losses[-1] if losses else None,
+    }
 
 
 def _default_out(config: RunConfig, resume: bool) -> Path:

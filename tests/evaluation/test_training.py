@@ -54,3 +54,22 @@ def test_protocol_presets_carry_their_settings():
         get_protocol("cpu", networkz=5)
     with pytest.raises(ConfigError, match="choose one of"):
         get_protocol("fast")
+
+
+def test_evaluating_on_several_splits_equals_separate_evaluations(gray_spec):
+    from condensation.containers import create_container
+    from condensation.data.datasets import Split
+    from condensation.evaluation import evaluate_container, evaluate_on_splits
+    from tests.conftest import tiny_real
+
+    real, preprocessing = tiny_real(gray_spec)
+    container = create_container("pixels", gray_spec, 2, preprocessing)
+    container.initialize(real, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    splits = {name: Split(torch.rand(30, 1, 8, 8, generator=generator), torch.arange(30) % 3) for name in ("a", "b")}
+    protocol = get_protocol("smoke", networks=2)
+    both = evaluate_on_splits(container, splits, protocol, seed=3)
+    for name, split in splits.items():  # the same seeded networks, tested on each split
+        assert both[name]["convnet"].values == evaluate_container(container, split, protocol, seed=3)["convnet"].values
+    with pytest.raises(ValueError, match="at least one split"):
+        evaluate_on_splits(container, {}, protocol, seed=3)

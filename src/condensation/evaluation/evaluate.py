@@ -61,25 +61,48 @@ def evaluate_container(
     """Accuracy (%) of ``protocol.networks`` networks per architecture trained on the container's images.
 
     ``split`` is the real test split, or the validation split for any selection (never the test split)."""
+    return evaluate_on_splits(container, {"split": split}, protocol, seed, architectures, device,
+                              learned_learning_rate, progress)["split"]
+
+
+def evaluate_on_splits(
+    container: Container,
+    splits: dict[str, Split],
+    protocol: Protocol,
+    seed: int,
+    architectures: tuple[str, ...] | None = None,
+    device: torch.device | str = "cpu",
+    learned_learning_rate: float | None = None,
+    progress: bool = False,
+) -> dict[str, dict[str, AccuracySummary]]:
+    """``evaluate_container`` on several real splits at once ({split name: {architecture: summary}}): each
+    network is trained once and tested on every split, so validation and test numbers come from the same
+    networks (for reporting; a choice made on validation must still be evaluated again on test)."""
+    if not splits:
+        raise ValueError("evaluate_on_splits needs at least one split")
     device = torch.device(device)
     container = container.to(device)
-    inputs, labels = prepare_split(split, container.preprocessing, device, protocol.test_limit)
+    prepared = {name: prepare_split(split, container.preprocessing, device, protocol.test_limit)
+                for name, split in splits.items()}
     learning_rate = learned_learning_rate if protocol.use_learned_learning_rate else None
     settings = train_settings(protocol, learning_rate)
     flip = container.spec.flip_allowed if protocol.flip_rule == "dataset" else True
     augment = make_evaluation_augment(protocol.augmentation, protocol.augment_mode, flip)
     source = container.evaluation_source()
-    results = {}
+    values = {name: {} for name in splits}
     for architecture in architectures or protocol.architectures:
         generator = torch.Generator().manual_seed(seed)
-        values = []
+        for name in splits:
+            values[name][architecture] = []
         for k in range(protocol.networks):
             started = time.perf_counter()
             network = seeded_network(architecture, container.spec, generator, device)
             train_network(network, source, settings, generator, augment)
-            values.append(accuracy(network, inputs, labels))
+            for name, (inputs, labels) in prepared.items():
+                values[name][architecture].append(accuracy(network, inputs, labels))
             if progress:
-                print(f"  {architecture} network {k + 1}/{protocol.networks}: {values[-1]:.2f}% "
+                shown = ", ".join(f"{name} {v[architecture][-1]:.2f}%" if len(splits) > 1 else f"{v[architecture][-1]:.2f}%"
+                                  for name, v in values.items())
+                print(f"  {architecture} network {k + 1}/{protocol.networks}: {shown} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
-        results[architecture] = AccuracySummary.of(values)
-    return results
+    return {name: {arch: AccuracySummary.of(v) for arch, v in per_arch.items()} for name, per_arch in values.items()}
