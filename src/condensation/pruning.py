@@ -153,11 +153,7 @@ def hmn_after_condense(container: Container, dataset: Dataset, config, generator
         container.check_budget(1.0)
         return container
     protocol = _validation_protocol(config, settings)
-    flip = container.spec.flip_allowed if protocol.flip_rule == "dataset" else True
-    augment = make_evaluation_augment("dsa" if settings.aum_augmentation else "none", protocol.augment_mode, flip)
-    aum_settings = TrainSettings(epochs=settings.aum_epochs, batch_size=settings.aum_batch_size,
-                                 learning_rate=settings.aum_learning_rate, schedule="cosine")
-    scores = aum_scores(container, aum_settings, generator, device, settings.aum_network, augment)
+    scores = score_container(container, settings, protocol, generator, device)
     selection = select_beta(container, dataset, scores, settings.beta_grid, protocol, config.seed, device)
     pruned = prune_to_budget(container, scores, selection.beta)
     pruned.check_budget(1.0)
@@ -168,6 +164,16 @@ def hmn_after_condense(container: Container, dataset: Dataset, config, generator
         "aum_epochs": settings.aum_epochs,
     }
     return pruned
+
+
+def score_container(container: Container, settings: PruningConfig, protocol: Protocol, generator: torch.Generator,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """AUM of every generated image with ``settings``' training (DSA as ``protocol`` augments, if enabled)."""
+    flip = container.spec.flip_allowed if protocol.flip_rule == "dataset" else True
+    augment = make_evaluation_augment("dsa" if settings.aum_augmentation else "none", protocol.augment_mode, flip)
+    aum_settings = TrainSettings(epochs=settings.aum_epochs, batch_size=settings.aum_batch_size,
+                                 learning_rate=settings.aum_learning_rate, schedule="cosine")
+    return aum_scores(container, aum_settings, generator, device, settings.aum_network, augment)
 
 
 def _validation_protocol(config, settings: PruningConfig) -> Protocol:

@@ -4,13 +4,11 @@ import torch
 import torch.nn.functional as F
 
 from condensation.artifacts import load_artifact, save_artifact
-from condensation.containers import CONTAINERS, create_container
+from condensation.containers import create_container
 from condensation.containers.factorization import (default_haba_sizes, haba_floats, hallucinator_floats,
                                                    paper_budget_ratio, supervised_contrastive)
 from condensation.data import DataSpec
-from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.errors import BudgetError, ConfigError
-from condensation.objectives import create_objective
 
 from ..conftest import tiny_real
 
@@ -222,25 +220,3 @@ def test_supervised_contrastive_matches_its_definition():
         positives = [p for p in others if both[p] == both[i]]
         total += -sum(features[i] @ features[p] / 0.07 - denominator for p in positives) / len(positives)
     torch.testing.assert_close(supervised_contrastive(first, second, labels, 0.07), total / 12)
-
-
-def _condense(spec, seed: int):
-    real, pre = tiny_real(spec)
-    container = create_container("factorization", spec, 10, pre)
-    objective = create_objective("dm", spec, real_per_class=6)
-    generator = torch.Generator().manual_seed(seed)
-    container.initialize(real, generator)
-    result = condense(container, objective, real, OptimizerConfig(learning_rate=1.0, momentum=0.95), LoopConfig(3),
-                      generator, progress=False)
-    return container, result
-
-
-def test_three_engine_iterations_are_deterministic(gray_spec):
-    first, result = _condense(gray_spec, 7)
-    second, again = _condense(gray_spec, 7)
-    assert "factorization" in CONTAINERS
-    assert result.losses == again.losses and len(result.losses) == 3
-    for a, b in zip(first.parameters(), second.parameters()):
-        assert torch.equal(a, b)
-    for a, b in zip(first.adversary.network.parameters(), second.adversary.network.parameters()):
-        assert torch.equal(a, b)

@@ -4,13 +4,11 @@ import torch
 import torch.nn.functional as F
 
 from condensation.artifacts import load_artifact, save_artifact
-from condensation.containers import CONTAINERS, create_container
+from condensation.containers import create_container
 from condensation.containers.memories import memories_images_per_class
 from condensation.data import DataSpec, Preprocessing, Split
-from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.engine.real import RealPool
 from condensation.errors import BudgetError, ConfigError
-from condensation.objectives import create_objective
 
 from ..conftest import tiny_real
 
@@ -158,25 +156,3 @@ def test_64px_images_work():
     container.initialize(real, torch.Generator().manual_seed(0))
     assert container.stored_floats() <= container.budget_floats
     assert container.generate_all().images.shape == (container.total_generated(), 3, 64, 64)
-
-
-def _condense(spec, seed: int):
-    real, pre = tiny_real(spec)
-    container = create_container("memories", spec, 2, pre, bases=4)
-    objective = create_objective("dm", spec, real_per_class=6)
-    generator = torch.Generator().manual_seed(seed)
-    container.initialize(real, generator)
-    result = condense(container, objective, real, OptimizerConfig(learning_rate=0.1, gradient_clip=2.0), LoopConfig(3),
-                      generator, progress=False)
-    return container, result
-
-
-def test_three_engine_iterations_are_deterministic(gray_spec):
-    first, result = _condense(gray_spec, 7)
-    second, again = _condense(gray_spec, 7)
-    assert "memories" in CONTAINERS
-    assert result.losses == again.losses and len(result.losses) == 3
-    for a, b in zip(first.parameters(), second.parameters()):
-        assert torch.equal(a, b)
-    start, _ = _condense(gray_spec, 8)
-    assert not torch.equal(start.memories, first.memories)
