@@ -33,8 +33,8 @@ declare -A ROWS=(
   [idc-1]="--recipe idc --ipc 1 --iterations 50 --lr 0.001 --objective-set distance=l1"
   [mtt-1]="--recipe mtt --ipc 1 --iterations 50 --objective-set experts=$OUT/experts-cpu"
   [hmn-1]="--recipe hmn --ipc 1 --iterations 30 --objective-set distance=l1 --post-condense-set beta_grid=[0,0.5,1] --post-condense-set validation_networks=1"
-  [rtp-1]="--recipe rtp --ipc 1 --iterations 30 --objective-set inner_steps=20"
-  [haba-1]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu"
+  [rtp-1]="--recipe rtp --ipc 1 --iterations 30 --objective-set inner_steps=10 --objective-set synthetic_per_class=10"
+  [haba-1]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu --objective-set batch_syn=20"
   # HMN condensed exactly at B (p = 0: nothing to prune), the p = 0 row of benchmarks/hmn_pruning_grid.py
   [hmn-1-p0]="--recipe hmn --ipc 1 --iterations 30 --objective-set distance=l1 --container-set over_budget=0"
   # The same-objective container ablation: DM, Adam lr 0.01, 100 iterations, 64 real images per class, at B
