@@ -220,3 +220,17 @@ def test_supervised_contrastive_matches_its_definition():
         positives = [p for p in others if both[p] == both[i]]
         total += -sum(features[i] @ features[p] / 0.07 - denominator for p in positives) / len(positives)
     torch.testing.assert_close(supervised_contrastive(first, second, labels, 0.07), total / 12)
+
+
+def test_hallucinators_take_their_own_learning_rate(gray_spec):
+    real, pre = tiny_real(gray_spec)
+    container = create_container("factorization", gray_spec, 10, pre, hallucinator_learning_rate=0.01)
+    groups = container.parameter_groups(100.0)
+    assert [g["lr"] for g in groups] == [100.0, 0.01]
+    assert groups[0]["params"] == [container.bases]
+    grouped = [id(p) for g in groups for p in g["params"]]  # every parameter in exactly one group
+    assert sorted(grouped) == sorted(id(p) for p in container.parameters())
+    same = create_container("factorization", gray_spec, 10, pre).parameter_groups(100.0)
+    assert [g["lr"] for g in same] == [100.0, 100.0]  # the official lr_style = lr_img
+    with pytest.raises(ConfigError, match="hallucinator_learning_rate"):
+        create_container("factorization", gray_spec, 10, pre, hallucinator_learning_rate=-1.0)

@@ -57,6 +57,9 @@ class FactorizationConfig:
     adversary_contrast_weight: float = 0.1  # lambda_contrast_content
     adversary_temperature: float = 0.07
     adversary_dsa: bool = True  # the views are DSA-augmented before the adversary (official)
+    # lr of the hallucinators (official lr_style: the same 100 as the bases); 0: the container's lr. Their few
+    # conv weights collect gradient from every pixel of every image, so at small CPU budgets they need far less
+    hallucinator_learning_rate: float = 0.0
 
 
 # ----------------------------------------------------------------------------------------------- sizes
@@ -213,6 +216,8 @@ class Factorization(Container):
             raise ConfigError(f"factorization base_downsample {d} must divide the image size {spec.height}x{spec.width}")
         if min(config.hallucinators, config.bases_per_class) < 0:
             raise ConfigError("factorization hallucinators and bases_per_class must be >= 0 (0: chosen)")
+        if config.hallucinator_learning_rate < 0:
+            raise ConfigError("factorization hallucinator_learning_rate must be >= 0 (0: the container's lr)")
         minimum = 2 if config.adversarial else 1
         if config.adversarial and config.hallucinators == 1:
             raise ConfigError("the adversarial term needs hallucinators >= 2 (two views); set adversarial=false")
@@ -379,6 +384,12 @@ class Factorization(Container):
             views, labels = self._views
             self._views = None
             self._adversary.step(views, labels)
+
+    def parameter_groups(self, learning_rate: float) -> list[dict]:
+        hallucinator = [self.encoder_weight, self.encoder_bias, self.scale, self.shift, self.decoder_weight,
+                        self.decoder_bias]
+        rate = self.config.hallucinator_learning_rate or learning_rate
+        return [{"params": [self.bases], "lr": learning_rate}, {"params": hallucinator, "lr": rate}]
 
     def training_state(self) -> dict:
         """What a resumed run needs beyond state_dict (the adversary and its optimizer; not stored in artifacts)."""
