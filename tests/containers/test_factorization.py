@@ -135,6 +135,25 @@ def test_distillation_batches_use_one_random_hallucinator(rgb_spec):
     assert len(used) > 1
 
 
+def test_distillation_order_is_every_basis_once_through_one_hallucinator(rgb_spec):
+    """What MTT walks in mini-batches: one index per basis, so a batch of them shares one hallucinator."""
+    _, pre = tiny_real(rgb_spec)
+    container = create_container("factorization", rgb_spec, 5, pre)
+    nb, per_class = container.sizes.bases_per_class, container.generated_per_class()
+    order = container.distillation_order(torch.Generator().manual_seed(4))
+    expected = sorted(c * per_class + b for c in range(rgb_spec.num_classes) for b in range(nb))
+    assert sorted(order.tolist()) == expected and order.tolist() != expected  # each basis once, shuffled
+    chunk, generator = order[:7], torch.Generator().manual_seed(5)
+    classes, basis = chunk // per_class, chunk % per_class
+    with torch.no_grad():
+        images = container.generate(chunk, generator).images
+        matches = [k for k in range(container.sizes.hallucinators)
+                   if torch.allclose(images, container.hallucinate(container.bases[classes, basis], k))]
+    assert len(matches) == 1
+    pixels = create_container("pixels", rgb_spec, 2, pre)  # every other container: every image
+    assert sorted(pixels.distillation_order(torch.Generator()).tolist()) == list(range(pixels.total_generated()))
+
+
 def test_gradients_reach_every_parameter(gray_spec):
     real, pre = tiny_real(gray_spec)
     container = create_container("factorization", gray_spec, 10, pre, hallucinators=2)

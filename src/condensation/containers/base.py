@@ -119,6 +119,12 @@ class Container(nn.Module):
             parts.append(indices)
         return self.generate(torch.cat(parts), generator)
 
+    def distillation_order(self, generator: torch.Generator) -> torch.Tensor:
+        """The global indices an objective that walks the set in mini-batches (MTT) draws from, in a random
+        order: every generated image. Factorization narrows it to one image per basis, so that each batch
+        goes through one hallucinator (the official distillation)."""
+        return torch.randperm(self.total_generated(), generator=generator)
+
     @torch.no_grad()
     def generate_all(self, generator: torch.Generator | None = None, mode: str = "evaluate", batch_size: int = 512) -> Batch:
         """Every generated image in the fixed order (no graph)."""

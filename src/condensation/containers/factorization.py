@@ -13,8 +13,8 @@ Index layout: image i of class c is the pair (hallucinator i // nb, basis i % nb
 - mode 'evaluate': the pair named by the index (``generate_all`` = every pair in this fixed order: the
   artifact's generated set).
 - mode 'distill': one offset o is drawn per batch and index i uses hallucinator (i // nb + o) mod n_h. A batch
-  of bases (indices i < nb, what ``generate_class(es)`` ask for) thus goes through ONE random hallucinator,
-  the official rule; a batch of all pairs is still every pair once.
+  of bases (indices i < nb, what ``generate_class(es)`` and ``distillation_order`` give) thus goes through ONE
+  random hallucinator, the official rule; a batch of all pairs is still every pair once.
 - evaluation epochs (``evaluation_source``): every basis once, each through a fresh random hallucinator.
 
 The adversarial contrastive term (contrastive_loss.py, distill_fac.py): ``regularization`` embeds two
@@ -309,6 +309,14 @@ class Factorization(Container):
     def generate_classes(self, classes, count, generator):
         """Up to ``count`` bases of each class, all through one random hallucinator (official distillation)."""
         return self.generate(torch.cat([self._basis_indices(c, count, generator) for c in classes]), generator)
+
+    def distillation_order(self, generator):
+        """Every basis of every class once, in random order, as the index of its pair with hallucinator 0:
+        ``_generate`` then shifts the whole batch to one random hallucinator."""
+        nb = self.sizes.bases_per_class
+        bases = (torch.arange(self.num_classes) * self.generated_per_class()).repeat_interleave(nb) + \
+            torch.arange(nb).repeat(self.num_classes)
+        return bases[torch.randperm(len(bases), generator=generator)]
 
     def evaluation_source(self):
         """Per epoch: every basis once, each through a fresh random hallucinator (nb images per class)."""

@@ -90,7 +90,7 @@ class TrajectoryMatchingConfig:
     syn_steps: int = 50  # N student steps per iteration
     expert_epochs: int = 2  # M: the target is theta*_{t+M}
     max_start_epoch: int = 2  # T+: t ~ U[0, T+)
-    batch_syn: int = 0  # generated images per student step; 0: all of them every step
+    batch_syn: int = 0  # images per student step; 0: the container's whole distillation_order (HaBa: every basis)
     syn_lr: float = 0.01  # initial learned step size alpha (MTT's lr_teacher)
     lr_lr: float = 1e-7  # learning rate of alpha
     lr_momentum: float = 0.5  # momentum of alpha's SGD (MTT 0.5, HaBa 0.9)
@@ -169,15 +169,15 @@ class TrajectoryMatching(Objective):
 
     # ---------------------------------------------------------------------------------------- pieces
     def _episode(self, container, generator: torch.Generator) -> Episode:
-        config, total = self.config, container.total_generated()
+        config = self.config
         expert = int(torch.randint(self.buffer.count, (1,), generator=generator))
         start_epoch = int(torch.randint(config.max_start_epoch, (1,), generator=generator))
         rows = self.buffer.rows(expert, [start_epoch, start_epoch + config.expert_epochs])
         rows = rows.to(self.device, parameter_dtype(container))  # (2, P)
-        batch = config.batch_syn or total
         steps: list[torch.Tensor] = []
         while len(steps) < config.syn_steps:  # MTT: a fresh permutation whenever the chunks run out
-            steps += list(torch.randperm(total, generator=generator).split(batch))
+            order = container.distillation_order(generator)
+            steps += list(order.split(config.batch_syn or len(order)))
         return Episode(rows[0], rows[1], steps[:config.syn_steps])
 
     def _batch(self, container, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
