@@ -34,6 +34,10 @@ declare -A ROWS=(
   [mtt-1]="--recipe mtt --ipc 1 --iterations 50 --objective-set experts=$OUT/experts-cpu"
   [hmn-1]="--recipe hmn --ipc 1 --iterations 30 --objective-set distance=l1 --post-condense-set beta_grid=[0,0.5,1] --post-condense-set validation_networks=1"
   [rtp-1]="--recipe rtp --ipc 1 --iterations 30 --objective-set inner_steps=10 --objective-set synthetic_per_class=10"
+  # RTP's plain-pixel BPTT baseline at rtp-1's settings (real start: the random row's seed-0 draw)
+  [bptt-1]="--recipe bptt_pixels --ipc 1 --iterations 30 --objective-set inner_steps=10"
+  # RTP with bases and addresses started from real images' leading principal components (ours, not the paper's)
+  [rtp-1-pca]="--recipe rtp --ipc 1 --iterations 30 --objective-set inner_steps=10 --objective-set synthetic_per_class=10 --container-set init=pca"
   # the official lr 100 for bases and hallucinators (lr_style) saturates every image within a few iterations here
   [haba-1-lr100]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu --objective-set batch_syn=20"
   [haba-1]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu --objective-set batch_syn=20 --lr 10 --container-set hallucinator_learning_rate=0.01"
@@ -46,7 +50,7 @@ declare -A ROWS=(
   [ablation-factorization]="$ABLATION --container factorization --container-set adversarial=false"
   [ablation-hmn]="$ABLATION --container hmn --container-set init=reconstruct"
 )
-ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 echo-1 idc-1 mtt-1 dsa-1 dc-1 hmn-1 rtp-1 haba-1-lr100 haba-1 hmn-1-p0
+ORDER=(random-1 herding-1 dm-1 random-10 herding-10 dm-10 echo-1 idc-1 mtt-1 dsa-1 dc-1 hmn-1 rtp-1 bptt-1 rtp-1-pca haba-1-lr100 haba-1 hmn-1-p0
        ablation-pixels ablation-multi_formation ablation-memories ablation-factorization ablation-hmn)
 experts() {  # the expert trajectories mtt starts from (resumable: finished experts are skipped)
   $CONDENSE experts --dataset fashion_mnist --data-root "$DATA" --out "$OUT/experts-cpu" --set preset=cpu --quiet
