@@ -17,29 +17,31 @@ def test_schedules():
     assert learning_rate_at(s, 0, 10) == 1.0 and learning_rate_at(s, 5, 10) == pytest.approx(0.5)
 
 
-def test_fixed_step_training_takes_exactly_that_many_steps(gray_spec):
-    network = create_network("convnet", gray_spec, width=8)
-    calls = []
-    batch = Batch(torch.randn(10, 1, 8, 8), torch.arange(10) % 3)
+def _batch_sizes_seen(spec, settings: TrainSettings, images: int) -> tuple[list[int], int]:
+    """(the batch size of every SGD step, how many epochs were asked for) of one train_network call."""
+    network = create_network("convnet", spec, width=8)
+    batch, calls, sizes = Batch(torch.randn(images, 1, 8, 8), torch.arange(images) % 3), [], []
+    network.register_forward_pre_hook(lambda module, inputs: sizes.append(len(inputs[0])))
 
     def source(generator):
         calls.append(1)
         return batch
 
-    steps = []
-    original = torch.optim.SGD.step
+    train_network(network, source, settings, torch.Generator().manual_seed(0))
+    return sizes, len(calls)
 
-    def counting_step(self, *args, **kwargs):
-        steps.append(1)
-        return original(self, *args, **kwargs)
 
-    torch.optim.SGD.step = counting_step
-    try:
-        train_network(network, source, TrainSettings(steps=7, batch_size=4), torch.Generator().manual_seed(0))
-    finally:
-        torch.optim.SGD.step = original
-    assert len(steps) == 7  # 3 batches per epoch (4 + 4 + 2) -> 3 epochs, the last cut short
-    assert len(calls) == 3
+def test_fixed_step_training_takes_exactly_that_many_full_batches(gray_spec):
+    sizes, epochs = _batch_sizes_seen(gray_spec, TrainSettings(steps=7, batch_size=4), images=10)
+    assert sizes == [4] * 7  # the tail of 2 is dropped: 2 full batches per epoch
+    assert epochs == 4  # the last cut short after one step
+    sizes, _ = _batch_sizes_seen(gray_spec, TrainSettings(steps=3, batch_size=16), images=10)
+    assert sizes == [10] * 3  # fewer images than a batch: all of them every step
+
+
+def test_epoch_training_keeps_the_tail_batch(gray_spec):
+    sizes, epochs = _batch_sizes_seen(gray_spec, TrainSettings(epochs=2, batch_size=4), images=10)
+    assert sizes == [4, 4, 2] * 2 and epochs == 2
 
 
 def test_protocol_presets_carry_their_settings():

@@ -59,6 +59,9 @@ def train_network(
     if optimizer is None:
         optimizer = make_network_optimizer(network, settings)
     network.train()
+    # A step budget counts SGD steps, so each must be a full batch: with 130 images and batch 128 the tail
+    # of 2 would otherwise take every other step. The reshuffle each epoch still shows every image.
+    full_batches_only = settings.steps > 0
     step, total = 0, None
     while total is None or step < total:
         data = epoch_batch(generator)
@@ -69,6 +72,8 @@ def train_network(
             if step >= total:
                 break
             chosen = order[start:start + settings.batch_size]
+            if full_batches_only and start > 0 and len(chosen) < settings.batch_size:
+                break
             images, labels = data.images[chosen], data.labels[chosen]
             if augment is not None:
                 images = augment(images, generator)
