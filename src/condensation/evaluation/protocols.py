@@ -59,7 +59,7 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("rtp", epochs=300, batch_size=640, schedule="constant", networks=10,
                  description="RTP: 300 epochs, batch 640, no schedule, 10 networks"),
         Protocol("cpu", steps=200, batch_size=128, networks=3, flip_rule="dataset",
-                 description="tables made on 2-core CPUs: ConvNet, DSA, 200 SGD steps of batch <=128 per network "
+                 description="tables made on 2-core CPUs: ConvNet, DSA, 200 SGD steps of a full batch (<=128) per network "
                              "(the same compute for every row), lr x0.1 at half, flips as IDC (off for digits), "
                              "the full test set"),
         Protocol("smoke", steps=4, batch_size=32, networks=1, flip_rule="dataset", test_limit=500,
