@@ -313,9 +313,7 @@ class Factorization(Container):
     def distillation_order(self, generator):
         """Every basis of every class once, in random order, as the index of its pair with hallucinator 0:
         ``_generate`` then shifts the whole batch to one random hallucinator."""
-        nb = self.sizes.bases_per_class
-        bases = (torch.arange(self.num_classes) * self.generated_per_class()).repeat_interleave(nb) + \
-            torch.arange(nb).repeat(self.num_classes)
+        bases = torch.cat([self._basis_indices(c, None, generator) for c in range(self.num_classes)])
         return bases[torch.randperm(len(bases), generator=generator)]
 
     def evaluation_source(self):
