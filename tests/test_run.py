@@ -133,3 +133,30 @@ def test_optimizer_override_replaces_only_the_optimizer_kind():
 def test_an_over_budget_container_without_a_pruning_step_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="over budget"):
         distill(_config(tmp_path, container="hmn", container_settings={"over_budget": 0.1}))
+
+
+def test_a_time_limited_run_saves_what_it_reached_and_says_so(tmp_path):
+    # a limit far below one iteration: the run stops after its first iteration, as if it had asked for one
+    results = distill(_config(tmp_path, iterations=50, time_limit="0.000001s", random_baseline=False))
+    assert results["iterations"] == 1 and results["iterations_planned"] == 50
+    assert results["stopped_by_time_limit"] is True and results["time_limit_seconds"] == pytest.approx(1e-6)
+    artifact = load_artifact(tmp_path / "run")
+    assert artifact.metadata["iterations"] == 1 and artifact.metadata["config"]["time_limit"] == "0.000001s"
+    again = evaluate_artifact(tmp_path / "run", "smoke", progress=False)
+    assert again["accuracy"]["convnet"]["values"] == results["accuracy"]["convnet"]["values"]
+
+
+def test_results_and_metadata_record_the_precision(tmp_path):
+    results = distill(_config(tmp_path, precision="bf16", random_baseline=False))
+    assert results["precision"] == "bf16" and results["stopped_by_time_limit"] is False
+    assert results["time_limit_seconds"] is None and results["iterations"] == results["iterations_planned"] == 3
+    assert load_artifact(tmp_path / "run").metadata["precision"] == "bf16"
+    assert evaluate_artifact(tmp_path / "run", "smoke", progress=False, precision="bf16")["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("overrides, message", [({"precision": "fp16"}, "precision"), ({"time_limit": "soon"}, "time_limit"),
+                                                ({"time_limit": -5}, "time_limit")])
+def test_bad_precision_or_time_limit_fails_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        distill(_config(tmp_path, **overrides))
+    assert not (tmp_path / "run").exists()

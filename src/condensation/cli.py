@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--iterations", type=int)
     d.add_argument("--seed", type=int)
     d.add_argument("--device")
+    d.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: no-gradient forwards (real features and gradients, test accuracy) in bfloat16")
+    d.add_argument("--time-limit", metavar="DURATION",
+                   help="stop condensing at the first iteration after this wall clock (e.g. 900, 90s, 20m, 1.5h)")
     d.add_argument("--out")
     d.add_argument("--data-root")
     d.add_argument("--container")
@@ -62,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--architectures")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
+    e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: test-set forwards in bfloat16")
     e.add_argument("--data-root")
 
     s = commands.add_parser("show", help="budget, shapes and the image grid of an artifact")
@@ -92,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .runtime import tune_process
+
+    tune_process()
     try:
         return COMMANDS[args.command](args)
     except CondensationError as error:
@@ -109,6 +117,7 @@ def _distill(args) -> int:
         "container": args.container, "objective": args.objective, "learning_rate": args.learning_rate,
         "optimizer": args.optimizer, "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
         "random_baseline_draws": args.random_baseline_draws, "preprocessing": args.preprocessing,
+        "precision": args.precision, "time_limit": args.time_limit,
         "architectures": tuple(args.architectures.split(",")) if args.architectures else None,
     }
     for key, pairs, flag in (("container_settings", args.container_set, "--container-set"),
@@ -158,7 +167,8 @@ def _evaluate(args) -> int:
 
     result = evaluate_artifact(args.artifact, args.protocol,
                                tuple(args.architectures.split(",")) if args.architectures else None,
-                               args.seed, args.device, args.data_root, **_key_values(args.protocol_set, "--protocol-set"))
+                               args.seed, args.device, args.data_root, precision=args.precision,
+                               **_key_values(args.protocol_set, "--protocol-set"))
     for architecture, summary in result["accuracy"].items():
         print(f"{architecture}: {summary['mean']:.2f} ± {summary['std']:.2f} (n={summary['n']}, protocol {args.protocol})")
     print(json.dumps(result, indent=2))

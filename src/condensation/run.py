@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 import platform
 import resource
@@ -26,6 +27,7 @@ from .objectives import create_objective
 from .pruning import POST_CONDENSE
 from .recipes import get_recipe
 from .registry import build_config
+from .runtime import check_precision, tune_process
 from .selection import SELECTIONS
 
 
@@ -59,6 +61,8 @@ class RunConfig:
     budget_ratio: float = 1.0  # > 1 only for explicit over-budget states (HaBa's paper mode)
     post_condense_settings: dict = field(default_factory=dict)  # e.g. HMN pruning: beta_grid, aum_epochs
     progress: bool = True
+    precision: str = "fp32"  # "bf16": no-gradient forwards (real features/gradients, test accuracy) in bfloat16
+    time_limit: str | float | None = None  # condensation wall clock: seconds, or "90s", "20m", "1.5h"
 
 
 def load_run_config(path: str | Path, **overrides) -> RunConfig:
@@ -112,6 +116,7 @@ class Plan:
     architectures: tuple[str, ...]
     device: torch.device
     preprocessing: str = "normalize"
+    time_limit_seconds: float | None = None
 
 
 def plan_run(config: RunConfig) -> Plan:
@@ -154,14 +159,32 @@ def plan_run(config: RunConfig) -> Plan:
         raise ConfigError("random_baseline_draws must be >= 1")
     preprocessing = config.preprocessing or recipe.preprocessing
     Preprocessing(preprocessing)  # validates the name
+    check_precision(config.precision)
+    time_limit = None if config.time_limit is None else parse_duration(config.time_limit)
     return Plan(config, recipe, container_name, container_settings, objective_name, objective_settings,
-                optimizer, iterations, protocol, architectures, resolve_device(config.device), preprocessing)
+                optimizer, iterations, protocol, architectures, resolve_device(config.device), preprocessing,
+                time_limit)
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from 3600, "3600", "90s", "20m", "1.5h" (positive and finite)."""
+    text = str(value).strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None) if text else None
+    number = text[:-1] if scale is not None else text
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ConfigError(f"time_limit must be seconds or a duration such as 90s, 20m, 1.5h; got '{value}'") from None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(f"time_limit must be positive and finite, got '{value}'")
+    return seconds
 
 
 def fingerprint(config: RunConfig) -> str:
     """Identifies a run's configuration for --resume (progress and output settings excluded)."""
     values = dataclasses.asdict(config)
-    for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device"):
+    # a resumed run may take another time limit: the limit decides where a run stops, not what it computes
+    for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device", "time_limit"):
         values.pop(key)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -169,6 +192,7 @@ def fingerprint(config: RunConfig) -> str:
 def distill(config: RunConfig, resume: bool = False) -> dict:
     """Condense, save the artifact, evaluate; returns (and writes) results.json's content."""
     plan = plan_run(config)
+    tune_process()
     out = Path(config.out) if config.out else _default_out(config, resume)
     if is_artifact(out) and not resume:
         raise ConfigError(f"'{out}' already holds a finished artifact; choose another --out (nothing was changed)")
@@ -182,7 +206,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
                           f"and recipe '{plan.recipe.name}' has no step that brings it back; use --recipe hmn or "
                           "--container-set over_budget=0")
     container.check_budget(max(config.budget_ratio, container.over_budget_ratio))
-    objective = (create_objective(plan.objective_name, dataset.spec, plan.device, **plan.objective_settings)
+    objective = (create_objective(plan.objective_name, dataset.spec, plan.device, config.precision, **plan.objective_settings)
                  if plan.objective_name and not plan.recipe.selection else None)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -193,6 +217,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
     real = RealPool(dataset.train, dataset.spec.num_classes, preprocessing, device)
     container = container.to(device)
     started = time.perf_counter()
+    iterations_done, stopped_by_time_limit = plan.iterations, False
     if plan.recipe.selection:
         SELECTIONS[plan.recipe.selection](container, real, generator)
         losses = []
@@ -201,17 +226,17 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
         result = condense(
             container, objective, real, plan.optimizer, LoopConfig(plan.iterations, config.checkpoint_every),
             generator, checkpoint_path=out / "checkpoint.pt", resume=resume, fingerprint=fingerprint(config),
-            metrics_path=out / "metrics.jsonl", progress=config.progress,
+            metrics_path=out / "metrics.jsonl", progress=config.progress, time_limit=plan.time_limit_seconds,
         )
-        losses = result.losses
+        losses, iterations_done, stopped_by_time_limit = result.losses, result.iterations, result.stopped_by_time_limit
         if plan.recipe.post_condense is not None:
             if container.over_budget_ratio > 1:  # kept so that pruning can be redone (other beta) without condensing
                 save_artifact(out / "over_budget", container, {
-                    **_run_metadata(config, plan, objective, losses), "stage": "before post-condensation"})
+                    **_run_metadata(config, plan, objective, losses, iterations_done), "stage": "before post-condensation"})
             container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, config, generator, device)
             container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
     distill_seconds = time.perf_counter() - started
-    metadata = _run_metadata(config, plan, objective, losses)
+    metadata = _run_metadata(config, plan, objective, losses, iterations_done)
     objective_values = metadata["objective_values"]
     save_artifact(out, container, metadata)
     (out / "checkpoint.pt").unlink(missing_ok=True)
@@ -219,7 +244,9 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
     results = {
         "recipe": plan.recipe.name, "container": plan.container_name, "objective": plan.objective_name,
         "container_settings": container.construction()["config"], "objective_settings": plan.objective_settings,
-        "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed, "iterations": plan.iterations,
+        "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed, "iterations": iterations_done,
+        "iterations_planned": plan.iterations, "time_limit_seconds": plan.time_limit_seconds,
+        "stopped_by_time_limit": stopped_by_time_limit, "precision": config.precision,
         "protocol": plan.protocol.settings(),
         "stored_floats": container.stored_floats(), "stored_bytes": container.stored_bytes(),
         "budget_floats": container.budget_floats, "budget_ratio": container.stored_floats() / container.budget_floats,
@@ -230,7 +257,8 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
     if config.evaluate:
         started = time.perf_counter()
         accuracy = evaluate_container(container, dataset.test, plan.protocol, config.seed, plan.architectures,
-                                      device, objective_values.get("learned_learning_rate"), config.progress)
+                                      device, objective_values.get("learned_learning_rate"), config.progress,
+                                      precision=config.precision)
         results["accuracy"] = {k: dataclasses.asdict(v) for k, v in accuracy.items()}
         if config.random_baseline:
             results["random_baseline"] = random_baseline(dataset, real, preprocessing, config, plan, device)
@@ -241,13 +269,14 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
     return results
 
 
-def _run_metadata(config: RunConfig, plan: Plan, objective, losses: list[float]) -> dict:
+def _run_metadata(config: RunConfig, plan: Plan, objective, losses: list[float], iterations_done: int) -> dict:
     objective_values = {k: float(v) for k, v in (objective.artifact_tensors() if objective else {}).items()}
     return {
         "recipe": plan.recipe.name, "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed,
         "config": _jsonable(dataclasses.asdict(config)),
         "objective": {"name": plan.objective_name, "settings": plan.objective_settings} if objective else None,
-        "optimizer": dataclasses.asdict(plan.optimizer), "iterations": plan.iterations,
+        "optimizer": dataclasses.asdict(plan.optimizer), "iterations": iterations_done,
+        "iterations_planned": plan.iterations, "precision": config.precision,
         "objective_values": objective_values, "final_loss": losses[-1] if losses else None,
     }
 
@@ -272,7 +301,8 @@ def random_baseline(dataset, real: RealPool, preprocessing, config: RunConfig, p
         pixels.initialize(real, generator)
         # one network per draw: at small IPC the draw, not the network's initialization, moves accuracy most
         protocol = dataclasses.replace(plan.protocol, networks=1)
-        summary = evaluate_container(pixels, dataset.test, protocol, config.seed + draw, plan.architectures[:1], device)
+        summary = evaluate_container(pixels, dataset.test, protocol, config.seed + draw, plan.architectures[:1], device,
+                                     precision=config.precision)
         first = next(iter(summary.values()))
         values += first.values
         draws.append(first.mean)
@@ -281,8 +311,11 @@ def random_baseline(dataset, real: RealPool, preprocessing, config: RunConfig, p
 
 
 def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=None, seed: int = 0,
-                      device: str = "auto", data_root: str | None = None, progress: bool = True, **protocol_settings) -> dict:
-    """Evaluate a saved artifact on its dataset's real test split."""
+                      device: str = "auto", data_root: str | None = None, progress: bool = True,
+                      precision: str = "fp32", **protocol_settings) -> dict:
+    """Evaluate a saved artifact on its dataset's real test split (``precision`` 'bf16': test forwards in
+    bfloat16)."""
+    tune_process()
     torch_device = resolve_device(device)
     artifact = load_artifact(path, torch_device)
     meta = artifact.metadata
@@ -290,8 +323,8 @@ def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=Non
     dataset = load_dataset(meta["dataset"], data_root or meta["config"].get("data_root"),
                            validation_fraction=meta["config"].get("validation_fraction", 0.1))
     accuracy = evaluate_container(artifact.container, dataset.test, chosen, seed, tuple(architectures or chosen.architectures),
-                                  torch_device, artifact.learned_learning_rate, progress)
-    return {"artifact": str(path), "protocol": chosen.settings(),
+                                  torch_device, artifact.learned_learning_rate, progress, precision=precision)
+    return {"artifact": str(path), "protocol": chosen.settings(), "precision": precision,
             "accuracy": {k: dataclasses.asdict(v) for k, v in accuracy.items()}}
 
 

@@ -1,10 +1,12 @@
+import time
+
 import pytest
 import torch
 
 from condensation.containers import create_container
 from condensation.engine.checkpoint import load_checkpoint, save_checkpoint
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
-from condensation.errors import ArtifactError
+from condensation.errors import ArtifactError, ConfigError
 from condensation.objectives import create_objective
 
 from ..conftest import tiny_real
@@ -14,7 +16,8 @@ class Interrupted(Exception):
     pass
 
 
-def _run(spec, iterations, checkpoint=None, resume=False, stop_after=None, container_name="pixels"):
+def _run(spec, iterations, checkpoint=None, resume=False, stop_after=None, container_name="pixels", time_limit=None,
+         seconds_per_iteration=0.0):
     real, pre = tiny_real(spec)
     container = create_container(container_name, spec, 2, pre)
     objective = create_objective("dm", spec, real_per_class=6)
@@ -22,11 +25,13 @@ def _run(spec, iterations, checkpoint=None, resume=False, stop_after=None, conta
     container.initialize(real, generator)
 
     def stop(iteration, loss):
+        time.sleep(seconds_per_iteration)  # a slow iteration, for the time limit
         if stop_after is not None and iteration + 1 == stop_after:
             raise Interrupted
 
     result = condense(container, objective, real, OptimizerConfig(learning_rate=1.0), LoopConfig(iterations, checkpoint_every=2),
-                      generator, checkpoint_path=checkpoint, resume=resume, fingerprint="f", progress=False, on_iteration=stop)
+                      generator, checkpoint_path=checkpoint, resume=resume, fingerprint="f", progress=False, on_iteration=stop,
+                      time_limit=time_limit)
     return container, result
 
 
@@ -81,3 +86,35 @@ def test_an_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatc
         save_checkpoint(path, {"step": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
+
+
+def test_time_limit_stops_at_the_first_iteration_boundary_after_it(gray_spec):
+    # iterations of ~0.3 s against a 0.5 s limit: over it after the second, so two of ten are done
+    container, result = _run(gray_spec, 10, time_limit=0.5, seconds_per_iteration=0.3)
+    assert result.iterations == 2 and len(result.losses) == 2 and result.stopped_by_time_limit
+    assert result.seconds >= 0.5
+    # the container is exactly that of a 2-iteration run: stopping adds or skips nothing
+    two, _ = _run(gray_spec, 2)
+    assert torch.equal(container.images, two.images)
+
+
+def test_a_run_that_finishes_within_its_time_limit_is_not_marked_stopped(gray_spec):
+    _, result = _run(gray_spec, 3, time_limit=3600)
+    assert result.iterations == 3 and not result.stopped_by_time_limit
+
+
+def test_a_resumed_run_counts_the_seconds_spent_before_the_kill(gray_spec, tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupted):
+        _run(gray_spec, 6, checkpoint, stop_after=3, seconds_per_iteration=0.2)
+    before = load_checkpoint(checkpoint)["seconds"]  # written after iteration 2
+    assert before >= 0.4
+    # a limit already spent before the kill: the resumed run stops after its first iteration
+    _, result = _run(gray_spec, 6, checkpoint, resume=True, time_limit=0.3)
+    assert result.iterations == 3 and result.stopped_by_time_limit and result.seconds >= before
+
+
+@pytest.mark.parametrize("limit", [0, -1.0, float("nan")])
+def test_a_time_limit_must_be_positive(gray_spec, limit):
+    with pytest.raises(ConfigError, match="time_limit"):
+        _run(gray_spec, 2, time_limit=limit)

@@ -75,3 +75,24 @@ def test_evaluating_on_several_splits_equals_separate_evaluations(gray_spec):
         assert both[name]["convnet"].values == evaluate_container(container, split, protocol, seed=3)["convnet"].values
     with pytest.raises(ValueError, match="at least one split"):
         evaluate_on_splits(container, {}, protocol, seed=3)
+
+
+def test_test_forwards_run_in_chunks_without_a_graph_at_the_asked_precision(gray_spec):
+    from condensation.engine.train import accuracy, predict
+
+    network = create_network("convnet", gray_spec, width=8)
+    inputs, labels = torch.randn(300, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(300) % 3
+    with torch.no_grad():
+        expected = network.eval()(inputs)
+    network.train()
+    logits = predict(network, inputs)  # 256 + 44
+    assert network.training and logits.dtype == torch.float32 and not logits.requires_grad
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(predict(network, inputs, batch_size=7), expected)
+    correct = int((expected.argmax(1) == labels).sum())
+    assert accuracy(network, inputs, labels, batch_size=100) == 100.0 * correct / 300 and not network.training
+    low = predict(network, inputs, precision="bf16")  # bfloat16 convolutions, float32 logits
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, expected, rtol=0.1, atol=0.1)
+    with pytest.raises(ConfigError, match="fp32, bf16"):
+        accuracy(network, inputs, labels, precision="fp16")

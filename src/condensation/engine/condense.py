@@ -42,9 +42,10 @@ def make_optimizer(config: OptimizerConfig, groups: list[dict]) -> torch.optim.O
 
 @dataclass
 class CondenseResult:
-    iterations: int
+    iterations: int  # iterations done (fewer than asked when the time limit stopped the run)
     losses: list[float]
-    seconds: float
+    seconds: float  # condensation seconds, including those before a resume
+    stopped_by_time_limit: bool = False
 
 
 def condense(
@@ -60,12 +61,18 @@ def condense(
     metrics_path: str | Path | None = None,
     progress: bool = True,
     on_iteration: Callable[[int, float], None] | None = None,
+    time_limit: float | None = None,
 ) -> CondenseResult:
     """Run ``loop.iterations`` outer iterations. With ``resume``, continue from ``checkpoint_path``
-    (whose fingerprint must match) and finish exactly as an uninterrupted run with the same seed."""
+    (whose fingerprint must match) and finish exactly as an uninterrupted run with the same seed.
+
+    ``time_limit`` (seconds of condensation, counting those before a resume): stop at the first iteration
+    boundary at or after it, as if that iteration were the last (equal-compute comparisons)."""
+    if time_limit is not None and not time_limit > 0:
+        raise ConfigError(f"time_limit must be a positive number of seconds, got {time_limit}")
     groups = container.parameter_groups(optimizer_config.learning_rate) + objective.extra_parameter_groups()
     optimizer = make_optimizer(optimizer_config, groups) if loop.iterations > 0 else None
-    start, losses = 0, []
+    start, losses, seconds_before = 0, [], 0.0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path)
         if state.get("fingerprint") != fingerprint:
@@ -80,10 +87,13 @@ def condense(
         objective.load_state_dict(state["objective"])
         generator.set_state(state["generator"])
         start, losses = state["iteration"], state["losses"]
+        seconds_before = state.get("seconds", 0.0)
 
     bar = _progress_bar(loop.iterations, start, progress)
     started = time.perf_counter()
+    elapsed = lambda: seconds_before + time.perf_counter() - started  # noqa: E731
     metrics = open(metrics_path, "a") if metrics_path else None
+    done, stopped = start, False
     try:
         for iteration in range(start, loop.iterations):
             objective.begin_iteration(iteration, generator)
@@ -113,9 +123,16 @@ def condense(
             if on_iteration is not None:
                 on_iteration(iteration, total)
             done = iteration + 1
+            stopped = time_limit is not None and done < loop.iterations and elapsed() >= time_limit
+            if stopped:
+                if bar is not None:
+                    bar.write(f"time limit of {time_limit:g} s reached after {done} of {loop.iterations} iterations")
+                if metrics is not None and iteration % loop.log_every != 0:
+                    metrics.write(json.dumps({"iteration": iteration, "loss": total}) + "\n")
+                break
             if checkpoint_path and loop.checkpoint_every and (done % loop.checkpoint_every == 0) and done < loop.iterations:
                 save_checkpoint(checkpoint_path, {
-                    "fingerprint": fingerprint, "iteration": done, "losses": losses,
+                    "fingerprint": fingerprint, "iteration": done, "losses": losses, "seconds": elapsed(),
                     "container": container.state_dict(), "container_training": container.training_state(),
                     "optimizer": optimizer.state_dict(),
                     "objective": objective.state_dict(), "generator": generator.get_state(),
@@ -125,7 +142,7 @@ def condense(
             bar.close()
         if metrics is not None:
             metrics.close()
-    return CondenseResult(loop.iterations, losses, time.perf_counter() - started)
+    return CondenseResult(done, losses, elapsed(), stopped)
 
 
 def _progress_bar(total: int, start: int, enabled: bool):

@@ -1,16 +1,24 @@
 """Train seeded networks from scratch on a container's images and test them on real data."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
-from ..containers.base import Container
+from ..containers.base import Batch, Container
+from ..data.augment import DSA
 from ..data.datasets import Split
-from ..engine.train import TrainSettings, accuracy, make_evaluation_augment, train_network
+from ..engine.train import (TrainSettings, accuracy, can_train_as_ensemble, make_evaluation_augment, train_ensemble,
+                            train_network)
+from ..errors import ConfigError
 from ..objectives.base import seeded_network
+from ..runtime import check_precision
 from .protocols import Protocol
 
 
@@ -48,6 +56,9 @@ def prepare_split(split: Split, preprocessing, device, limit: int = 0) -> tuple[
     return inputs, labels.to(device)
 
 
+ENSEMBLE_MODES = ("auto", "vmap", "sequential")
+
+
 def evaluate_container(
     container: Container,
     split: Split,
@@ -57,12 +68,15 @@ def evaluate_container(
     device: torch.device | str = "cpu",
     learned_learning_rate: float | None = None,
     progress: bool = False,
+    ensemble: str = "auto",
+    precision: str = "fp32",
 ) -> dict[str, AccuracySummary]:
     """Accuracy (%) of ``protocol.networks`` networks per architecture trained on the container's images.
 
-    ``split`` is the real test split, or the validation split for any selection (never the test split)."""
+    ``split`` is the real test split, or the validation split for any selection (never the test split).
+    ``ensemble`` and ``precision`` as for ``evaluate_on_splits``."""
     return evaluate_on_splits(container, {"split": split}, protocol, seed, architectures, device,
-                              learned_learning_rate, progress)["split"]
+                              learned_learning_rate, progress, ensemble, precision)["split"]
 
 
 def evaluate_on_splits(
@@ -74,12 +88,24 @@ def evaluate_on_splits(
     device: torch.device | str = "cpu",
     learned_learning_rate: float | None = None,
     progress: bool = False,
+    ensemble: str = "auto",
+    precision: str = "fp32",
 ) -> dict[str, dict[str, AccuracySummary]]:
     """``evaluate_container`` on several real splits at once ({split name: {architecture: summary}}): each
     network is trained once and tested on every split, so validation and test numbers come from the same
-    networks (for reporting; a choice made on validation must still be evaluated again on test)."""
+    networks (for reporting; a choice made on validation must still be evaluated again on test).
+
+    Network k of an architecture draws everything (weights, batch order, augmentation, CutMix) from its own
+    generator (``network_generator``), so its result does not depend (beyond float rounding) on how the
+    networks are trained: ``ensemble="sequential"`` trains them one by one, ``"vmap"`` all at once
+    (``train_ensemble``) when the architecture allows it (no batch norm), ``"auto"`` vmaps on CUDA only:
+    on CPU the vmapped convolutions become grouped ones, slower than a loop. ``precision`` ("fp32", "bf16") applies to the
+    test forwards only; training is float32."""
     if not splits:
         raise ValueError("evaluate_on_splits needs at least one split")
+    if ensemble not in ENSEMBLE_MODES:
+        raise ConfigError(f"unknown ensemble mode '{ensemble}'; choose one of: {', '.join(ENSEMBLE_MODES)}")
+    check_precision(precision)
     device = torch.device(device)
     container = container.to(device)
     prepared = {name: prepare_split(split, container.preprocessing, device, protocol.test_limit)
@@ -91,18 +117,60 @@ def evaluate_on_splits(
     source = container.evaluation_source()
     values = {name: {} for name in splits}
     for architecture in architectures or protocol.architectures:
-        generator = torch.Generator().manual_seed(seed)
         for name in splits:
             values[name][architecture] = []
-        for k in range(protocol.networks):
+        generators = [network_generator(seed, architecture, k) for k in range(protocol.networks)]
+        build = functools.partial(seeded_network, architecture, container.spec, device=device)  # generator -> network
+        trained = trained_networks(build, generators, source, settings, augment, ensemble, device)
+        for k, (network, training_seconds) in enumerate(trained):
             started = time.perf_counter()
-            network = seeded_network(architecture, container.spec, generator, device)
-            train_network(network, source, settings, generator, augment)
             for name, (inputs, labels) in prepared.items():
-                values[name][architecture].append(accuracy(network, inputs, labels))
+                values[name][architecture].append(accuracy(network, inputs, labels, precision=precision))
             if progress:
                 shown = ", ".join(f"{name} {v[architecture][-1]:.2f}%" if len(splits) > 1 else f"{v[architecture][-1]:.2f}%"
                                   for name, v in values.items())
-                print(f"  {architecture} network {k + 1}/{protocol.networks}: {shown} "
-                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+                seconds = training_seconds + time.perf_counter() - started
+                print(f"  {architecture} network {k + 1}/{protocol.networks}: {shown} ({seconds:.0f} s)", flush=True)
     return {name: {arch: AccuracySummary.of(v) for arch, v in per_arch.items()} for name, per_arch in values.items()}
+
+
+def network_generator(seed: int, architecture: str, index: int) -> torch.Generator:
+    """Network ``index`` of ``architecture``'s own random stream under the protocol ``seed``. The seed is a
+    stable digest of the three (never Python's ``hash``, salted per process), so the stream is the same in
+    every run and every training path, and no two networks share one."""
+    digest = hashlib.blake2b(f"{seed}/{architecture}/{index}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)  # 63 bits: a valid seed
+
+
+def trained_networks(
+    build: Callable[[torch.Generator], nn.Module],
+    generators: list[torch.Generator],
+    source: Callable[[torch.Generator], Batch],
+    settings: TrainSettings,
+    augment: DSA | None,
+    ensemble: str,
+    device: torch.device,
+) -> Iterator[tuple[nn.Module, float]]:
+    """(trained network, its training seconds) for each generator, network k built by ``build(generators[k])``.
+    One by one as they finish, or all together after one ``train_ensemble`` (each then gets an equal share
+    of its seconds)."""
+    first = build(generators[0])
+    if not uses_vmap(ensemble, first, device):
+        for k, generator in enumerate(generators):
+            started = time.perf_counter()
+            network = first if k == 0 else build(generator)
+            yield train_network(network, source, settings, generator, augment), time.perf_counter() - started
+        return
+    started = time.perf_counter()
+    networks = [first] + [build(generator) for generator in generators[1:]]
+    train_ensemble(networks, source, settings, generators, augment)
+    share = (time.perf_counter() - started) / len(networks)
+    for network in networks:
+        yield network, share
+
+
+def uses_vmap(ensemble: str, network: nn.Module, device: torch.device) -> bool:
+    """Whether networks like ``network`` train as one vmapped ensemble under the ``ensemble`` mode."""
+    if ensemble == "sequential" or (ensemble == "auto" and device.type != "cuda"):
+        return False
+    return can_train_as_ensemble(network)

@@ -23,6 +23,7 @@ from ..data.augment import DSA, DSAConfig
 from ..data.datasets import DataSpec
 from ..networks import create_network
 from ..registry import Registry, build_config
+from ..runtime import check_precision
 
 OBJECTIVES: Registry[type] = Registry("objective")
 
@@ -30,6 +31,9 @@ OBJECTIVES: Registry[type] = Registry("objective")
 class Objective:
     config_class: type = object
     per_class: bool = True  # True: one optimizer step per class group; False: one group of all classes
+    # "bf16": forwards that need no gradient w.r.t. the container (real images' features, real gradients)
+    # run under bfloat16 autocast; everything the container's gradient flows through stays float32
+    precision: str = "fp32"
 
     def __init__(self, spec: DataSpec, config, device: torch.device | str = "cpu"):
         self.spec = spec
@@ -91,11 +95,12 @@ def seeded_network(name: str, spec: DataSpec, generator: torch.Generator, device
     return network.to(device)
 
 
-def create_objective(name: str, spec: DataSpec, device="cpu", **overrides) -> Objective:
+def create_objective(name: str, spec: DataSpec, device="cpu", precision: str = "fp32", **overrides) -> Objective:
     cls = OBJECTIVES.get(name)
     config = build_config(cls.config_class, overrides, f"objective '{name}'")
     objective = cls(spec, config, device)
     objective.registry_name = name
+    objective.precision = check_precision(precision)
     return objective
 
 

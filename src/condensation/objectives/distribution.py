@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..runtime import forward_in_chunks, no_grad_forward
 from .base import OBJECTIVES, Objective, freeze
 
 KERNELS = ("mean", "linear", "gaussian", "polynomial")
@@ -91,10 +92,10 @@ class DistributionMatching(Objective):
                 real_c, syn_c = siamese_pair(self.augment, real_c, syn_c, generator)
             real_parts.append(real_c)
             syn_parts.append(syn_c)
-        with torch.no_grad():  # one pass for every class's real images, in chunks that stay in cache
-            real_images = torch.cat(real_parts)
-            real_features = torch.cat([self.network.embed(chunk) for chunk in real_images.split(self.config.real_chunk)])
-            real_features = real_features.split([len(p) for p in real_parts])
+        with no_grad_forward(self.precision, self.device):  # one pass for every class's real images, in chunks
+            real_features = forward_in_chunks(self.network.embed, torch.cat(real_parts), self.config.real_chunk)
+        # a normal tensor again (inference tensors cannot be saved for backward, e.g. by the Gaussian kernel)
+        real_features = real_features.clone().split([len(p) for p in real_parts])
         syn_features = self.network.embed(torch.cat(syn_parts)).split([len(p) for p in syn_parts])
         return sum(mmd_squared(s, r, self.config.kernel) for s, r in zip(syn_features, real_features))
 

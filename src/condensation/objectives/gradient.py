@@ -37,6 +37,7 @@ from ..containers.base import Batch
 from ..data.augment import DSA, DSAConfig, siamese
 from ..engine.train import TrainSettings, make_network_optimizer, train_network
 from ..errors import ConfigError
+from ..runtime import autocast
 from .base import OBJECTIVES, Objective
 
 Gradients = Sequence[torch.Tensor]
@@ -94,9 +95,12 @@ def parameter_gradients(network: nn.Module, parameters: list[nn.Parameter], imag
 
 
 def matching_loss(network: nn.Module, parameters: list[nn.Parameter], real_images: torch.Tensor,
-                  synthetic_images: torch.Tensor, label: int, distance: Distance) -> torch.Tensor:
-    """One class's matching loss; differentiable w.r.t. ``synthetic_images`` only."""
-    real_gradients = parameter_gradients(network, parameters, real_images, label, create_graph=False)
+                  synthetic_images: torch.Tensor, label: int, distance: Distance, precision: str = "fp32") -> torch.Tensor:
+    """One class's matching loss; differentiable w.r.t. ``synthetic_images`` only. ``precision`` 'bf16' computes
+    the real gradients (the target, no graph) under bfloat16 autocast; the generated side stays float32."""
+    with autocast(precision, real_images.device):
+        real_gradients = parameter_gradients(network, parameters, real_images, label, create_graph=False)
+    real_gradients = tuple(g.float() for g in real_gradients)
     synthetic_gradients = parameter_gradients(network, parameters, synthetic_images, label, create_graph=True)
     return distance(real_gradients, synthetic_gradients)
 
@@ -156,7 +160,7 @@ class _GradientMatching(Objective):
             real_c = real.sample(c, self.config.real_per_class, generator)
             syn_c = synthetic[k * per_class:(k + 1) * per_class]
             real_c, syn_c = self.augment_pair(real_c, syn_c, generator)
-            total = total + matching_loss(self.network, parameters, real_c, syn_c, c, self.distance)
+            total = total + matching_loss(self.network, parameters, real_c, syn_c, c, self.distance, self.precision)
         return total
 
     def backward(self, container, real, classes, generator):
