@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.datasets import DataSpec
@@ -68,8 +69,19 @@ def make_activation(kind: str) -> nn.Module:
     return table[kind]()
 
 
+class AveragePool2x2(nn.Module):
+    """2x2 average pooling, stride 2, as a depthwise convolution with weights 1/4: the same numbers as
+    ``nn.AvgPool2d(2, 2)`` (1/4 is exact in binary), but oneDNN's depthwise kernel is 1.5x faster forward and
+    2x faster forward + backward than ATen's NCHW pooling on the development CPU (benchmarks/README.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        weight = torch.full((channels, 1, 2, 2), 0.25, dtype=x.dtype, device=x.device)
+        return F.conv2d(x, weight, stride=2, groups=channels)
+
+
 def make_pool(kind: str) -> nn.Module:
-    table = {"avg": lambda: nn.AvgPool2d(2, 2), "max": lambda: nn.MaxPool2d(2, 2), "none": nn.Identity}
+    table = {"avg": AveragePool2x2, "max": lambda: nn.MaxPool2d(2, 2), "none": nn.Identity}
     if kind not in table:
         raise ConfigError(f"unknown pooling '{kind}'; choose one of: {', '.join(table)}")
     return table[kind]()
