@@ -151,16 +151,16 @@ def test_overrides_are_checked():
         create_network("resnet50", SPECS["3x32x32"])
 
 
-def test_convnet_average_pooling_equals_avg_pool2d_forward_and_backward():
+def test_convnet_average_pooling_equals_avg_pool2d_with_and_without_autograd():
     from condensation.networks.base import AveragePool2x2
 
-    x = torch.randn(3, 5, 8, 6, dtype=torch.float64, requires_grad=True)
-    y = x.detach().clone().requires_grad_()
-    ours, reference = AveragePool2x2()(x), torch.nn.functional.avg_pool2d(y, 2)
-    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-15)
-    upstream = torch.randn_like(reference)
-    ours.backward(upstream)
-    reference.backward(upstream)
-    torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=1e-15)
-    odd = torch.randn(1, 2, 5, 7)  # odd sizes drop the last row/column, as AvgPool2d does
-    torch.testing.assert_close(AveragePool2x2()(odd), torch.nn.functional.avg_pool2d(odd, 2))
+    pool = AveragePool2x2()
+    for shape in ((3, 5, 8, 6), (1, 2, 5, 7)):  # odd sizes drop the last row/column, as AvgPool2d does
+        x = torch.randn(*shape)
+        reference = torch.nn.functional.avg_pool2d(x, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(pool(x), reference, rtol=0, atol=1e-6)  # the depthwise path
+        with torch.inference_mode():
+            torch.testing.assert_close(pool(x), reference, rtol=0, atol=1e-6)
+        x64 = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradgradcheck(pool, (x64,))  # the autograd path keeps second derivatives

@@ -70,11 +70,15 @@ def make_activation(kind: str) -> nn.Module:
 
 
 class AveragePool2x2(nn.Module):
-    """2x2 average pooling, stride 2, as a depthwise convolution with weights 1/4: the same numbers as
-    ``nn.AvgPool2d(2, 2)`` (1/4 is exact in binary), but oneDNN's depthwise kernel is 1.5x faster forward and
-    2x faster forward + backward than ATen's NCHW pooling on the development CPU (benchmarks/README.md)."""
+    """2x2 average pooling, stride 2: ``nn.AvgPool2d(2, 2)``'s numbers (1/4 is exact in binary). Forwards
+    without autograd (DM's real features, test accuracy) run it as a depthwise convolution with weights 1/4,
+    which oneDNN does 1.6-4x faster than ATen's NCHW pooling on the development CPU; with autograd, ATen's
+    pooling stays, because a depthwise convolution's double backward (gradient matching, MTT, BPTT) is
+    slower than pooling's. Measurements: benchmarks/README.md, "Pooling"."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return F.avg_pool2d(x, 2)
         channels = x.shape[1]
         weight = torch.full((channels, 1, 2, 2), 0.25, dtype=x.dtype, device=x.device)
         return F.conv2d(x, weight, stride=2, groups=channels)
