@@ -22,6 +22,7 @@ from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.engine.real import RealPool
 from condensation.objectives import create_objective
 from condensation.recipes import get_recipe
+from condensation.runtime import tune_process
 
 
 def main() -> None:
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", help="objective setting KEY=VALUE")
     args = parser.parse_args()
+    tune_process()  # what the library's entry points do (allocator, denormals)
     torch.set_num_threads(args.threads)
 
     container_name, objective_name = args.container, args.objective
