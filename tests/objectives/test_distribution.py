@@ -66,3 +66,18 @@ def test_echo_renews_its_network_every_five_iterations(gray_spec):
     assert len(set(networks[0:5])) == 1 and len(set(networks[5:10])) == 1
     assert networks[0] != networks[5] != networks[10]
     assert objective.per_class and objective.config.kernel == "gaussian"
+
+
+@pytest.mark.parametrize("network", ["convnet", "convnet_bn"])
+def test_real_chunking_never_changes_the_loss_even_with_batch_norm(gray_spec, network):
+    """Batch norm couples the images of a forward pass: with it, DM forwards every real image at once."""
+    real, preprocessing = tiny_real(gray_spec)
+    losses = []
+    for chunk in (5, 1000):
+        container = create_container("pixels", gray_spec, 2, preprocessing)
+        objective = create_objective("dm", gray_spec, network=network, real_per_class=12, real_chunk=chunk)
+        generator = torch.Generator().manual_seed(0)
+        container.initialize(real, generator)
+        objective.begin_iteration(0, generator)
+        losses.append(float(objective.loss(container, real, [0, 1, 2], generator).detach()))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -14,6 +14,7 @@ from torch.func import functional_call, stack_module_state
 
 from ..containers.base import Batch
 from ..data.augment import DSA, DSAConfig, cutmix
+from ..networks import batch_norm_layers
 from ..runtime import forward_in_chunks, no_grad_forward
 
 
@@ -140,7 +141,7 @@ def can_train_as_ensemble(network: nn.Module) -> bool:
     """Whether ``train_ensemble`` can take networks like this one: a pure function of its parameters.
     Batch norm (its running statistics, and its batch statistics under vmap) and any other buffer are
     state the vmapped forward would not carry, so such networks train one by one."""
-    has_batch_norm = any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in network.modules())
+    has_batch_norm = bool(batch_norm_layers(network))
     has_buffers = next(network.buffers(), None) is not None
     return not has_batch_norm and not has_buffers
 

@@ -91,6 +91,11 @@ def make_pool(kind: str) -> nn.Module:
     return table[kind]()
 
 
+def batch_norm_layers(network: nn.Module) -> list[nn.Module]:
+    """The network's batch-norm layers: their statistics couple the images of one forward pass."""
+    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def create_network(name: str, spec: DataSpec, **overrides) -> Network:
     """Build a network by name for a dataset's shape, e.g. ``create_network('convnet', spec, depth=4)``."""
     return NETWORKS.get(name)(spec, **overrides)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..networks import batch_norm_layers
 from ..runtime import forward_in_chunks, no_grad_forward
 from .base import OBJECTIVES, Objective, freeze
 
@@ -58,7 +59,7 @@ class DistributionMatchingConfig:
     per_class_step: bool = False  # False: one optimizer step for all classes (DM); True: one per class (ECHO)
     dsa: bool = True
     augment_mode: str = "single"  # "single" (DM) or "chain" (ECHO/IDC: color, crop, cutout)
-    real_chunk: int = 256  # real images per forward chunk (speed only: no effect on the loss)
+    real_chunk: int = 256  # real images per forward chunk (memory only; ignored for batch-norm networks)
     augment_strategy: str = "color_crop_cutout_flip_scale_rotate"
 
 
@@ -92,8 +93,12 @@ class DistributionMatching(Objective):
                 real_c, syn_c = siamese_pair(self.augment, real_c, syn_c, generator)
             real_parts.append(real_c)
             syn_parts.append(syn_c)
+        real_images = torch.cat(real_parts)
+        # chunks only where images do not interact: batch norm's statistics span one forward pass, and DM's
+        # code passes every class's real images together
+        chunk = len(real_images) if batch_norm_layers(self.network) else self.config.real_chunk
         with no_grad_forward(self.precision, self.device):  # one pass for every class's real images, in chunks
-            real_features = forward_in_chunks(self.network.embed, torch.cat(real_parts), self.config.real_chunk)
+            real_features = forward_in_chunks(self.network.embed, real_images, chunk)
         # a normal tensor again (inference tensors cannot be saved for backward, e.g. by the Gaussian kernel)
         real_features = real_features.clone().split([len(p) for p in real_parts])
         syn_features = self.network.embed(torch.cat(syn_parts)).split([len(p) for p in syn_parts])

@@ -37,6 +37,7 @@ from ..containers.base import Batch
 from ..data.augment import DSA, DSAConfig, siamese
 from ..engine.train import TrainSettings, make_network_optimizer, train_network
 from ..errors import ConfigError
+from ..networks import batch_norm_layers
 from ..runtime import autocast
 from .base import OBJECTIVES, Objective
 
@@ -262,7 +263,7 @@ class GradientMatching(_GradientMatching):
     def _fix_batch_norm(self, real, generator) -> None:
         """DC: a generated batch is too small for BatchNorm statistics, so they are computed on a real batch of
         every class and frozen (eval mode) for the step. Networks without BatchNorm are left alone."""
-        norms = [m for m in self.network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = batch_norm_layers(self.network)
         if not norms:
             return
         images, _ = real.sample_classes(list(range(real.num_classes)), self.config.batch_norm_images_per_class,
