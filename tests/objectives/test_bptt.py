@@ -32,7 +32,7 @@ def test_recompute_equals_full_autograd_through_the_unrolled_loop(gray_spec, con
                                      synthetic_per_class=3, real_per_class=5, **SMALL)
         generator = torch.Generator().manual_seed(7)
         objective.begin_iteration(0, generator)
-        loss = objective.backward(container, real, [0, 1, 2], generator)
+        loss = float(objective.backward(container, real, [0, 1, 2], generator))
         results[memory] = (loss, [p.grad for p in container.parameters()], generator.get_state())
     (loss_u, grads_u, state_u), (loss_r, grads_r, state_r) = results["unrolled"], results["recompute"]
     assert loss_u == pytest.approx(loss_r, rel=1e-12)

@@ -84,7 +84,7 @@ def test_loss_is_zero_when_the_student_lands_on_the_target(tmp_path, experts):
 def test_gradient_reaches_the_container_and_the_step_size(experts, memory):
     container, real = make_container("pixels")
     objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=3, memory=memory)
-    loss = objective.backward(container, real, [0, 1, 2], torch.Generator().manual_seed(0))
+    loss = float(objective.backward(container, real, [0, 1, 2], torch.Generator().manual_seed(0)))
     assert loss > 0
     assert container.images.grad is not None and float(container.images.grad.abs().sum()) > 0
     assert objective.syn_lr.grad is not None and float(objective.syn_lr.grad.abs()) > 0
@@ -101,7 +101,7 @@ def test_constant_memory_gives_the_unrolled_gradients(experts, container_name):
                                      memory=memory)
         objective.syn_lr = torch.nn.Parameter(objective.syn_lr.detach().double())
         generator = torch.Generator().manual_seed(11)
-        loss = objective.backward(container, real, [0, 1, 2], generator)
+        loss = float(objective.backward(container, real, [0, 1, 2], generator))
         results[memory] = (loss, [p.grad for p in container.parameters()], objective.syn_lr.grad, generator.get_state())
     (loss_u, grads_u, lr_u, state_u), (loss_c, grads_c, lr_c, state_c) = results["unrolled"], results["constant"]
     assert loss_u == pytest.approx(loss_c, rel=1e-12)

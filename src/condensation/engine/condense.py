@@ -100,17 +100,18 @@ def condense(
             total = 0.0
             for classes in objective.class_groups(container.num_classes):
                 optimizer.zero_grad(set_to_none=True)
-                total += objective.backward(container, real, classes, generator)
+                total = total + objective.backward(container, real, classes, generator)
                 extra = container.regularization(classes, generator)
                 if extra is not None:
                     extra.backward()
-                    total += float(extra.detach())
+                    total = total + extra.detach()
                 if optimizer_config.gradient_clip > 0:
                     torch.nn.utils.clip_grad_norm_(container.parameters(), optimizer_config.gradient_clip)
                 optimizer.step()
                 container.after_step(generator)
             container.after_iteration()
             objective.end_iteration(container, real, generator)
+            total = float(total)  # the iteration's one read of the loss (a sync on GPUs)
             if not math.isfinite(total):
                 raise FloatingPointError(f"loss became {total} at iteration {iteration}; lower the learning rate")
             losses.append(total)

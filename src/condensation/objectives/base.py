@@ -51,10 +51,11 @@ class Objective:
         raise NotImplementedError
 
     def backward(self, container, real, classes: list[int], generator: torch.Generator) -> float:
-        """Set gradients on the container (and extra parameters); return the loss value."""
+        """Set gradients on the container (and extra parameters); return the loss value as a detached 0-dim
+        tensor (the engine reads it once per iteration: one device sync, not one per class group)."""
         loss = self.loss(container, real, classes, generator)
         loss.backward()
-        return float(loss.detach())
+        return loss.detach()
 
     def end_iteration(self, container, real, generator: torch.Generator) -> None:
         pass

@@ -140,4 +140,4 @@ class BackpropagationThroughTime(Objective):
                 adjoint_theta = adjoint_theta + leaf.grad
             adjoint_velocity = mu * total
             snapshots[t] = None
-        return float(outer.detach())
+        return outer.detach()

@@ -169,7 +169,7 @@ class _GradientMatching(Objective):
         loss = self.loss(container, real, classes, generator)
         inputs = [p for p in container.parameters() if p.requires_grad]
         loss.backward(inputs=inputs or None)
-        return float(loss.detach())
+        return loss.detach()
 
     def end_iteration(self, container, real, generator):
         self.steps_on_network += 1

@@ -230,7 +230,7 @@ class TrajectoryMatching(Objective):
             if i > 0:
                 adjoint = adjoint + leaf.grad  # a_i = a_{i+1} - alpha H_i a_{i+1}
             snapshots[i] = None
-        return float(loss)
+        return loss.detach()
 
     @torch.no_grad()
     def end_iteration(self, container, real, generator):
