@@ -39,3 +39,16 @@ def test_config_file_and_errors(tmp_path, capsys):
     assert "--dataset" in capsys.readouterr().err
     assert main(["show", str(tmp_path / "nothing")]) == 2
     assert "not an artifact" in capsys.readouterr().err
+
+
+def test_time_limit_and_precision_flags(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["distill", "--recipe", "dm", "--dataset", "digits", "--ipc", "1", "--iterations", "40", "--protocol",
+                 "smoke", "--objective-set", "real_per_class=8", "--out", str(out), "--quiet",
+                 "--time-limit", "0.000001", "--precision", "bf16"]) == 0
+    assert "stopped by the 1e-06 s time limit after 1 of 40 iterations" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["precision"] == "bf16" and results["iterations"] == 1
+    assert main(["distill", "--recipe", "dm", "--dataset", "digits", "--out", str(tmp_path / "x"),
+                 "--time-limit", "soon"]) == 2
+    assert "time_limit" in capsys.readouterr().err

@@ -159,6 +159,10 @@ def format_results_table(rows: list[dict]) -> str:
     protocol = rows[0]["protocol"] if rows else {}
     if protocol:
         lines.append(f"protocol '{protocol['name']}': {protocol.get('description', '')}")
+    for r in rows:
+        if r.get("stopped_by_time_limit"):
+            lines.append(f"{r['recipe']}: stopped by the {r['time_limit_seconds']:g} s time limit after "
+                         f"{r['iterations']} of {r['iterations_planned']} iterations")
     return "\n".join(lines)
 
 
