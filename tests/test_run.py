@@ -160,3 +160,10 @@ def test_bad_precision_or_time_limit_fails_before_any_work(tmp_path, overrides, 
     with pytest.raises(ConfigError, match=message):
         distill(_config(tmp_path, **overrides))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pruning_recipe_with_a_container_that_cannot_prune_fails_before_condensing(tmp_path):
+    # it used to condense for the whole run, then fail in the pruning step and save nothing
+    with pytest.raises(ConfigError, match="container 'pixels' cannot do; use one of: hmn"):
+        distill(_config(tmp_path, recipe="hmn", container="pixels", objective_settings={}))
+    assert not (tmp_path / "run").exists()

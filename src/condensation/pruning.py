@@ -166,6 +166,9 @@ def hmn_after_condense(container: Container, dataset: Dataset, config, generator
     return pruned
 
 
+hmn_after_condense.needs_instance_pruning = True  # run.py refuses containers without it before condensing
+
+
 def score_container(container: Container, settings: PruningConfig, protocol: Protocol, generator: torch.Generator,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """AUM of every generated image with ``settings``' training (DSA as ``protocol`` augments, if enabled)."""

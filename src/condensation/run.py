@@ -154,7 +154,11 @@ def plan_run(config: RunConfig) -> Plan:
     for name in architectures:
         NETWORKS.get(name)
     if recipe.post_condense is not None:
-        POST_CONDENSE.get(recipe.post_condense)
+        step = POST_CONDENSE.get(recipe.post_condense)
+        if getattr(step, "needs_instance_pruning", False) and not CONTAINERS.get(container_name).can_prune_instances:
+            able = [name for name in CONTAINERS.names() if getattr(CONTAINERS.get(name), "can_prune_instances", False)]
+            raise ConfigError(f"recipe '{recipe.name}' prunes single generated images after condensing, which "
+                              f"container '{container_name}' cannot do; use one of: {', '.join(able)}")
     if config.random_baseline_draws < 1:
         raise ConfigError("random_baseline_draws must be >= 1")
     preprocessing = config.preprocessing or recipe.preprocessing

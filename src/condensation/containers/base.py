@@ -31,6 +31,9 @@ class Container(nn.Module):
     config_class: type = object
     # True where evaluation must ask for a fresh draw every epoch (HaBa's random hallucinators)
     random_per_epoch: bool = False
+    # True where single generated images can be removed (``prune``, ``instances_within_budget``): what
+    # instance-level pruning after condensation needs (HMN)
+    can_prune_instances: bool = False
 
     def __init__(self, spec: DataSpec, images_per_class: int, preprocessing: Preprocessing, config):
         super().__init__()

@@ -155,6 +155,8 @@ def default_hmn_sizes(spec: DataSpec, images_per_class: int, memory_size: int = 
 class HMN(Container):
     """Three memory tiers + per-class extractors + one decoder; global index = class * GIPC + i."""
 
+    can_prune_instances = True
+
     config_class = HMNConfig
 
     def __init__(self, spec, images_per_class, preprocessing, config: HMNConfig):
