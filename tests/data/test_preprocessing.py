@@ -63,13 +63,38 @@ def test_zca_inverse_undoes_forward():
         assert torch.allclose(pre.inverse(out), x, atol=1e-4)
 
 
+def test_zca_whitens_raw_pixels_as_kornia_does_for_mtt():
+    """MTT and HaBa whiten [0, 1] pixels (no per-channel normalization first): X -> (X - mean) W^T with
+    W = U diag((l + eps)^-1/2) U^T from the unbiased pixel covariance U diag(l) U^T, computed here by hand."""
+    images = correlated_images()
+    flat = images.reshape(len(images), -1).double()
+    centered = flat - flat.mean(dim=0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(centered.T @ centered / (len(images) - 1))
+    whitening = (eigenvectors * (eigenvalues + 0.1).rsqrt()) @ eigenvectors.T
+    expected = (centered @ whitening.T).float().reshape(images.shape)
+    pre = Preprocessing("zca", zca_epsilon=0.1).fit(images)
+    assert pre.zca_input == "pixels"
+    torch.testing.assert_close(pre(images), expected, atol=2e-5, rtol=1e-4)
+    # whitening normalized images instead (the order before the fix) gives other inputs at the same eps
+    legacy = Preprocessing("zca", zca_epsilon=0.1, zca_input="normalized").fit(images)
+    assert (legacy(images) - expected).abs().max() > 0.1
+
+
+def test_artifacts_saved_before_zca_input_existed_load_as_the_legacy_order():
+    images = correlated_images()
+    legacy = Preprocessing("zca", zca_epsilon=0.1, zca_input="normalized").fit(images)
+    restored = Preprocessing.from_state({"kind": "zca", "zca_epsilon": 0.1}, legacy.state_dict())  # old metadata
+    assert restored.zca_input == "normalized"
+    torch.testing.assert_close(restored(images), legacy(images))
+    torch.testing.assert_close(restored.inverse(legacy(images)), images, atol=1e-4, rtol=0)
+
+
 def test_zca_whitened_covariance_has_the_regularized_form():
-    """With normalized training data of covariance U diag(l) U^T, ZCA with eps gives U diag(l / (l + eps)) U^T."""
+    """With training pixels of covariance U diag(l) U^T, ZCA with eps gives U diag(l / (l + eps)) U^T."""
     images = correlated_images()
     epsilon = 0.1
     pre = Preprocessing("zca", zca_epsilon=epsilon).fit(images)
-    normalized = (images - pre.tensors["mean"].view(1, -1, 1, 1)) / pre.tensors["std"].view(1, -1, 1, 1)
-    eigenvalues, eigenvectors = torch.linalg.eigh(covariance(normalized.reshape(len(images), -1)))
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance(images.reshape(len(images), -1)))
     expected = (eigenvectors * (eigenvalues / (eigenvalues + epsilon))) @ eigenvectors.T
     whitened = pre(images).reshape(len(images), -1)
     assert torch.allclose(covariance(whitened), expected, atol=1e-4)
@@ -99,7 +124,7 @@ def test_zca_is_differentiable():
 def test_state_round_trip_gives_identical_outputs(kind):
     pre = Preprocessing(kind, zca_epsilon=0.05).fit(correlated_images(300))
     restored = Preprocessing.from_state(pre.config(), pre.state_dict())
-    assert restored.kind == kind and restored.zca_epsilon == 0.05
+    assert restored.kind == kind and restored.zca_epsilon == 0.05 and restored.zca_input == "pixels"
     x = torch.rand(6, 2, 4, 4)
     assert torch.equal(restored(x), pre(x))
     assert torch.equal(restored.inverse(x), pre.inverse(x))

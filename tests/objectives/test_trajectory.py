@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from condensation.containers import CONTAINERS, create_container
-from condensation.data import DataSpec, Split
+from condensation.data import DataSpec, Preprocessing, Split
 from condensation.data.datasets import Dataset
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
+from condensation.engine.real import RealPool
 from condensation.engine.experts import MANIFEST, ExpertConfig, build_network, train_experts
 from condensation.errors import ConfigError
 from condensation.objectives import create_objective
@@ -190,3 +191,25 @@ def test_distill_with_the_mtt_recipe_saves_the_learned_step_size(tmp_path):
     with pytest.raises(ConfigError, match="'zca' preprocessing"):
         distill(RunConfig(**{**run.__dict__, "out": str(tmp_path / "run2"),
                              "objective_settings": {"experts": str(tmp_path / "zca"), "syn_steps": 2}}))
+
+
+def test_experts_whitened_in_the_other_zca_order_are_refused(tmp_path):
+    """Buffers made before ZCA moved to raw pixels whitened normalized images: same kind, mean and std, other
+    inputs. Their manifest lacks zca_input, and a run with today's ZCA must not use them silently."""
+    real, _ = tiny_real(SPEC)
+    train = Split(real.raw, real.labels)
+    config = ExpertConfig(network_settings=NETWORK, experts=1, epochs=2, batch_size=12, preprocessing="zca")
+    train_experts(Dataset("tiny", SPEC, train, train, train), config, tmp_path, torch.Generator().manual_seed(0),
+                  progress=False)
+    manifest_path = tmp_path / "experts.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["preprocessing"]["zca_input"] == "pixels"
+    zca = Preprocessing("zca").fit(real.raw)
+    container = create_container("pixels", SPEC, 1, zca)
+    objective = create_objective("mtt", SPEC, experts=str(tmp_path), syn_steps=1, max_start_epoch=1, expert_epochs=1)
+    objective.loss(container, RealPool(train, 3, zca), [0, 1, 2], torch.Generator())  # same order: accepted
+    del manifest["preprocessing"]["zca_input"]  # as written before the fix
+    manifest_path.write_text(json.dumps(manifest))
+    objective = create_objective("mtt", SPEC, experts=str(tmp_path), syn_steps=1, max_start_epoch=1, expert_epochs=1)
+    with pytest.raises(ConfigError, match="preprocessing"):
+        objective.loss(container, RealPool(train, 3, zca), [0, 1, 2], torch.Generator())

@@ -157,7 +157,9 @@ class TrajectoryMatching(Objective):
         stored = self.buffer.manifest["preprocessing"]
         preprocessing = getattr(container, "preprocessing", None)
         if preprocessing is not None:
-            same = preprocessing.kind == stored["kind"] and all(
+            # ZCA of raw pixels and of normalized ones (buffers from before the order was fixed) differ
+            same_zca_input = preprocessing.kind != "zca" or preprocessing.zca_input == stored.get("zca_input", "normalized")
+            same = preprocessing.kind == stored["kind"] and same_zca_input and all(
                 torch.allclose(preprocessing.tensors[key].double().cpu(), torch.tensor(stored[key], dtype=torch.float64),
                                rtol=1e-5, atol=1e-6)
                 for key in ("mean", "std"))
