@@ -30,9 +30,10 @@ from condensation.recipes import get_recipe
 from condensation.runtime import tune_process
 
 SPEC = DataSpec(3, 32, 32, 10, tuple(f"class{c}" for c in range(10)))
+SPEC_SHAPE = (SPEC.channels, SPEC.height, SPEC.width)
 RECIPES = ("dm", "idc", "mtt", "rtp", "hmn")
-# settings that are not the recipes' defaults: HMN at B (no pruning step here), MTT's experts below
-OVERRIDES = {"hmn": ({"over_budget": 0}, {}), "mtt": ({}, {})}
+# settings that are not the recipes' defaults: HMN at B (no pruning step here); MTT's experts are set below
+OVERRIDES = {"hmn": ({"over_budget": 0}, {})}
 
 
 def synthetic_dataset(per_class: int, generator: torch.Generator) -> Dataset:
@@ -41,9 +42,6 @@ def synthetic_dataset(per_class: int, generator: torch.Generator) -> Dataset:
         return Split(images, torch.arange(SPEC.num_classes).repeat_interleave(n))
 
     return Dataset("synthetic-cifar10-shape", SPEC, split(per_class), split(10), split(100))
-
-
-SPEC_SHAPE = (SPEC.channels, SPEC.height, SPEC.width)
 
 
 def synchronize(device: torch.device) -> None:
