@@ -81,6 +81,9 @@ def test_resume_through_the_api_matches_an_uninterrupted_run(tmp_path, monkeypat
     ({"objective": "dn"}, "unknown objective"),
     ({"objective_settings": {"kernal": "linear"}}, "kernal"),
     ({"device": "tpu"}, "device"),
+    ({"precision": "fp16"}, "precision"),
+    ({"time_limit": "soon"}, "time_limit"),
+    ({"time_limit": -5}, "time_limit"),
 ])
 def test_bad_input_fails_before_work_starts(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -152,14 +155,6 @@ def test_results_and_metadata_record_the_precision(tmp_path):
     assert results["time_limit_seconds"] is None and results["iterations"] == results["iterations_planned"] == 3
     assert load_artifact(tmp_path / "run").metadata["precision"] == "bf16"
     assert evaluate_artifact(tmp_path / "run", "smoke", progress=False, precision="bf16")["precision"] == "bf16"
-
-
-@pytest.mark.parametrize("overrides, message", [({"precision": "fp16"}, "precision"), ({"time_limit": "soon"}, "time_limit"),
-                                                ({"time_limit": -5}, "time_limit")])
-def test_bad_precision_or_time_limit_fails_before_any_work(tmp_path, overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        distill(_config(tmp_path, **overrides))
-    assert not (tmp_path / "run").exists()
 
 
 def test_a_pruning_recipe_with_a_container_that_cannot_prune_fails_before_condensing(tmp_path):

@@ -1,3 +1,4 @@
+import os
 import time
 
 import pytest
@@ -118,3 +119,17 @@ def test_a_resumed_run_counts_the_seconds_spent_before_the_kill(gray_spec, tmp_p
 def test_a_time_limit_must_be_positive(gray_spec, limit):
     with pytest.raises(ConfigError, match="time_limit"):
         _run(gray_spec, 2, time_limit=limit)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch planted",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"iteration": 1, "payload": _RunsCode()})  # a valid header over a hostile pickle
+    with pytest.raises(ArtifactError, match="refused"):
+        load_checkpoint(path)
+    assert not (tmp_path / "planted").exists()

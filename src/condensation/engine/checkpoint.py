@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -39,4 +40,8 @@ def load_checkpoint(path: str | Path) -> dict:
     digest, payload = data[len(MAGIC):header_end].decode(), data[header_end + 1:]
     if hashlib.sha256(payload).hexdigest() != digest:
         raise ArtifactError(f"checkpoint '{path}' is truncated or corrupted (checksum mismatch)")
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    try:  # tensors, containers and numbers only: a planted pickle must never run code on --resume
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ArtifactError(f"checkpoint '{path}' holds objects other than tensors, numbers and containers; "
+                            f"refused (nothing in it was run): {str(error).splitlines()[0]}") from None

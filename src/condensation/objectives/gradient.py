@@ -99,9 +99,8 @@ def matching_loss(network: nn.Module, parameters: list[nn.Parameter], real_image
                   synthetic_images: torch.Tensor, label: int, distance: Distance, precision: str = "fp32") -> torch.Tensor:
     """One class's matching loss; differentiable w.r.t. ``synthetic_images`` only. ``precision`` 'bf16' computes
     the real gradients (the target, no graph) under bfloat16 autocast; the generated side stays float32."""
-    with autocast(precision, real_images.device):
+    with autocast(precision, real_images.device):  # gradients come back in the parameters' dtype
         real_gradients = parameter_gradients(network, parameters, real_images, label, create_graph=False)
-    real_gradients = tuple(g.float() for g in real_gradients)
     synthetic_gradients = parameter_gradients(network, parameters, synthetic_images, label, create_graph=True)
     return distance(real_gradients, synthetic_gradients)
 
