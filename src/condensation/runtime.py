@@ -2,9 +2,9 @@
 
 Why the allocator: glibc's malloc hands every block above its mmap threshold (at most 32 MiB) straight to the
 kernel and returns it on free, so each large activation (a chunk of 64 Fashion-MNIST images after the first
-ConvNet block is 33 MiB) is page-faulted in anew: on the 2-core development CPU that was half of a DM
-iteration's time in the kernel (6.3 M page faults in 15 forwards of 640 images). Raising the threshold keeps
-freed blocks in the heap for reuse (benchmarks/README.md, "Allocator").
+ConvNet block is 33 MiB) is page-faulted in anew: on the 2-core development CPU, 15 forwards of 640 images
+took 7-9 M page faults and ~1.1 s each, against none and ~0.48 s with the threshold raised, which keeps
+freed blocks in the heap for reuse (``python benchmarks/speed_probes.py allocator``).
 """
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ class AveragePool2x2(nn.Module):
     without autograd (DM's real features, test accuracy) run it as a depthwise convolution with weights 1/4,
     which oneDNN does 1.6-4x faster than ATen's NCHW pooling on the development CPU; with autograd, ATen's
     pooling stays, because a depthwise convolution's double backward (gradient matching, MTT, BPTT) is
-    slower than pooling's. Measurements: benchmarks/README.md, "Pooling"."""
+    slower than pooling's. Measurements: ``python benchmarks/speed_probes.py pooling``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
