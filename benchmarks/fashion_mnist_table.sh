@@ -16,9 +16,13 @@ run() {  # run NAME ARGS...: one distill into $OUT/NAME unless it already finish
   if [ -f "$OUT/$name/results.json" ]; then echo "skip $name (done)"; return; fi
   local resume=""; [ -f "$OUT/$name/checkpoint.pt" ] && resume="--resume"
   echo "=== $name: condense distill $* $resume"
-  /usr/bin/time -f "$name wall %e s" $CONDENSE distill --dataset fashion_mnist --data-root "$DATA" --out "$OUT/$name" --quiet $resume "$@"
+  # --protocol cpu: since recipes carry their papers' protocols, the CPU protocol is named on every row
+  /usr/bin/time -f "$name wall %e s" $CONDENSE distill --dataset fashion_mnist --data-root "$DATA" --out "$OUT/$name" --protocol cpu --quiet $resume "$@"
 }
 
+# MTT/HaBa have no Fashion-MNIST settings (their recipes borrow CIFAR-10's, with ZCA): the CPU rows keep the
+# trajectory settings they were made with, on normalized inputs, for the `cpu` experts (3 epochs)
+TRAJECTORY_CPU="--preprocessing normalize --objective-set syn_steps=20 --objective-set expert_epochs=2 --objective-set max_start_epoch=2 --objective-set syn_lr=0.01 --objective-set lr_lr=1e-5 --objective-set min_syn_lr=0.001"
 ABLATION="--recipe dm --ipc 1 --iterations 100 --optimizer adam --lr 0.01 --objective-set real_per_class=64"
 declare -A ROWS=(
   [random-1]="--recipe random --ipc 1 --random-baseline --random-baseline-draws 5"
@@ -31,16 +35,16 @@ declare -A ROWS=(
   [dsa-1]="--recipe dsa --ipc 1 --iterations 50 --lr 1 --objective-set real_per_class=64"
   [echo-1]="--recipe echo --ipc 1 --iterations 50 --lr 1 --objective-set real_per_class=64"
   [idc-1]="--recipe idc --ipc 1 --iterations 50 --lr 0.001 --objective-set distance=l1"
-  [mtt-1]="--recipe mtt --ipc 1 --iterations 50 --objective-set experts=$OUT/experts-cpu"
+  [mtt-1]="--recipe mtt --ipc 1 --iterations 50 --objective-set experts=$OUT/experts-cpu $TRAJECTORY_CPU"
   [hmn-1]="--recipe hmn --ipc 1 --iterations 30 --objective-set distance=l1 --post-condense-set beta_grid=[0,0.5,1] --post-condense-set validation_networks=1"
   [rtp-1]="--recipe rtp --ipc 1 --iterations 30 --objective-set inner_steps=10 --objective-set synthetic_per_class=10"
   # RTP's plain-pixel BPTT baseline at rtp-1's settings (real start: the random row's seed-0 draw)
-  [bptt-1]="--recipe bptt_pixels --ipc 1 --iterations 30 --objective-set inner_steps=10"
+  [bptt-1]="--recipe bptt_pixels --ipc 1 --iterations 30 --objective-set inner_steps=10 --preprocessing normalize"
   # RTP with bases and addresses started from real images' leading principal components (ours, not the paper's)
   [rtp-1-pca]="--recipe rtp --ipc 1 --iterations 30 --objective-set inner_steps=10 --objective-set synthetic_per_class=10 --container-set init=pca"
   # the official lr 100 for bases and hallucinators (lr_style) saturates every image within a few iterations here
-  [haba-1-lr100]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu --objective-set batch_syn=20"
-  [haba-1]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu --objective-set batch_syn=20 --lr 10 --container-set hallucinator_learning_rate=0.01"
+  [haba-1-lr100]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu --objective-set batch_syn=20 $TRAJECTORY_CPU --objective-set lr_momentum=0.9"
+  [haba-1]="--recipe haba --ipc 1 --iterations 30 --objective-set experts=$OUT/experts-cpu --objective-set batch_syn=20 $TRAJECTORY_CPU --objective-set lr_momentum=0.9 --lr 10 --container-set hallucinator_learning_rate=0.01"
   # HMN condensed exactly at B (p = 0: nothing to prune), the p = 0 row of benchmarks/hmn_pruning_grid.py
   [hmn-1-p0]="--recipe hmn --ipc 1 --iterations 30 --objective-set distance=l1 --container-set over_budget=0"
   # The same-objective container ablation: DM, Adam lr 0.01, 100 iterations, 64 real images per class, at B

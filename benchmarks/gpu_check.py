@@ -54,7 +54,7 @@ def peak_bytes(device: torch.device) -> int:
 
 
 def time_recipe(name, ipc, dataset, real, experts_dir, device, iterations, quick) -> dict:
-    recipe = get_recipe(name)
+    recipe = get_recipe(name, "cifar10", ipc)  # CIFAR-10-shaped data: the recipes' CIFAR-10 settings
     container_overrides, objective_overrides = OVERRIDES.get(name, ({}, {}))
     objective_settings = {**recipe.objective_settings, **objective_overrides}
     if name == "mtt":

@@ -44,7 +44,7 @@ def main() -> None:
     container_name, objective_name = args.container, args.objective
     container_settings, objective_settings, preprocessing_kind = {}, {}, "normalize"
     if args.recipe:
-        recipe = get_recipe(args.recipe)
+        recipe = get_recipe(args.recipe, args.dataset, args.ipc)  # the settings a run of it would resolve to
         container_name, objective_name = recipe.container, recipe.objective
         container_settings, objective_settings = dict(recipe.container_settings), dict(recipe.objective_settings)
         preprocessing_kind = recipe.preprocessing

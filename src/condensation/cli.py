@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     l = commands.add_parser("list", help="list registered names")
     l.add_argument("what", choices=["datasets", "recipes", "protocols", "containers", "objectives", "networks"])
+    l.add_argument("--dataset", help="recipes: resolve every recipe's settings for this dataset (with --ipc)")
+    l.add_argument("--ipc", type=int, default=None, help="recipes: the IPC to resolve for (default 1)")
+
+    sr = commands.add_parser("show-recipe", help="a recipe's settings for a dataset and IPC, each with its source")
+    sr.add_argument("recipe")
+    sr.add_argument("--dataset", help="without it: the settings that hold for every dataset")
+    sr.add_argument("--ipc", type=int, default=None, help="default 1")
 
     t = commands.add_parser("experts", help="train expert trajectories on real data for trajectory matching (MTT)")
     t.add_argument("--dataset", required=True)
@@ -205,7 +212,14 @@ def _list(args) -> int:
     from .objectives import OBJECTIVES
     from .recipes import RECIPES
 
-    if args.what == "recipes":
+    if args.what == "recipes" and (args.dataset or args.ipc):
+        from .recipes import describe_recipe, get_recipe
+
+        DATASETS.get(args.dataset) if args.dataset else None
+        if not args.dataset:
+            raise CondensationError("list recipes --ipc needs --dataset")
+        print("\n\n".join(describe_recipe(get_recipe(name, args.dataset, args.ipc or 1)) for name in sorted(RECIPES)))
+    elif args.what == "recipes":
         for name in sorted(RECIPES):
             print(f"{name:<12} {RECIPES[name].description}")
     elif args.what == "protocols":
@@ -214,6 +228,18 @@ def _list(args) -> int:
     else:
         registry = {"datasets": DATASETS, "containers": CONTAINERS, "objectives": OBJECTIVES, "networks": NETWORKS}[args.what]
         print("\n".join(registry.names()))
+    return 0
+
+
+def _show_recipe(args) -> int:
+    from .data import DATASETS
+    from .recipes import describe_recipe, get_recipe
+
+    if args.dataset:
+        DATASETS.get(args.dataset)
+    elif args.ipc:
+        raise CondensationError("show-recipe --ipc needs --dataset")
+    print(describe_recipe(get_recipe(args.recipe, args.dataset, args.ipc or 1 if args.dataset else None)))
     return 0
 
 
@@ -260,7 +286,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"report": _report, "experts": _experts, "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
+COMMANDS = {"show-recipe": _show_recipe, "report": _report, "experts": _experts, "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,7 @@ import torch
 
 from .containers.base import Container
 from .data.datasets import Dataset
+from .data.augment import flips_allowed
 from .engine.train import TrainSettings, make_evaluation_augment, train_network
 from .errors import BudgetError, ConfigError
 from .evaluation.evaluate import evaluate_container
@@ -172,8 +173,9 @@ hmn_after_condense.needs_instance_pruning = True  # run.py refuses containers wi
 def score_container(container: Container, settings: PruningConfig, protocol: Protocol, generator: torch.Generator,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """AUM of every generated image with ``settings``' training (DSA as ``protocol`` augments, if enabled)."""
-    flip = container.spec.flip_allowed if protocol.flip_rule == "dataset" else True
-    augment = make_evaluation_augment("dsa" if settings.aum_augmentation else "none", protocol.augment_mode, flip)
+    flip = flips_allowed(protocol.flip_rule, container.spec.flip_allowed)
+    augment = make_evaluation_augment("dsa" if settings.aum_augmentation else "none", protocol.augment_mode, flip,
+                                      protocol.augment_strategy)
     aum_settings = TrainSettings(epochs=settings.aum_epochs, batch_size=settings.aum_batch_size,
                                  learning_rate=settings.aum_learning_rate, schedule="cosine")
     return aum_scores(container, aum_settings, generator, device, settings.aum_network, augment)
@@ -182,6 +184,7 @@ def score_container(container: Container, settings: PruningConfig, protocol: Pro
 def _validation_protocol(config, settings: PruningConfig) -> Protocol:
     from .recipes import get_recipe
 
-    name = settings.validation_protocol or getattr(config, "protocol", None) or get_recipe(config.recipe).protocol
+    name = (settings.validation_protocol or getattr(config, "protocol", None)
+            or get_recipe(config.recipe, config.dataset, config.ipc).protocol)
     overrides = dict(getattr(config, "protocol_settings", {}) or {}) if not settings.validation_protocol else {}
     return get_protocol(name, **{**overrides, "networks": settings.validation_networks})

@@ -117,6 +117,8 @@ class Plan:
     device: torch.device
     preprocessing: str = "normalize"
     time_limit_seconds: float | None = None
+    post_condense_settings: dict = field(default_factory=dict)  # the recipe's, then the run config's
+    settings: dict = field(default_factory=dict)  # every resolved value with its source (results.json)
 
 
 def plan_run(config: RunConfig) -> Plan:
@@ -125,10 +127,10 @@ def plan_run(config: RunConfig) -> Plan:
     from .containers import CONTAINERS
     from .objectives import OBJECTIVES
 
-    recipe = get_recipe(config.recipe)
+    if not isinstance(config.ipc, int) or config.ipc < 1:
+        raise ConfigError(f"ipc must be an integer >= 1, got {config.ipc!r}")
     DATASETS.get(config.dataset)
-    if config.ipc < 1:
-        raise ConfigError(f"ipc must be >= 1, got {config.ipc}")
+    recipe = get_recipe(config.recipe, config.dataset, config.ipc)
     container_name = config.container or recipe.container
     CONTAINERS.get(container_name)
     objective_name = config.objective or recipe.objective
@@ -136,10 +138,16 @@ def plan_run(config: RunConfig) -> Plan:
         OBJECTIVES.get(objective_name)
     if recipe.selection and (config.objective or config.container):
         raise ConfigError(f"recipe '{recipe.name}' selects real images; it takes no --objective or --container")
+    # a recipe's settings belong to its own container, objective and protocol: another one given on the
+    # command line starts from that part's defaults
     container_settings = {**(recipe.container_settings if container_name == recipe.container else {}),
                           **config.container_settings}
     objective_settings = {**(recipe.objective_settings if objective_name == recipe.objective else {}),
                           **config.objective_settings}
+    # settings are checked by name and type now, not after the data has loaded
+    build_config(CONTAINERS.get(container_name).config_class, container_settings, f"container '{container_name}'")
+    if objective_name is not None and not recipe.selection:
+        build_config(OBJECTIVES.get(objective_name).config_class, objective_settings, f"objective '{objective_name}'")
     iterations = recipe.iterations if config.iterations is None else config.iterations
     if iterations < 0:
         raise ConfigError(f"iterations must be >= 0, got {iterations}")
@@ -149,7 +157,10 @@ def plan_run(config: RunConfig) -> Plan:
         raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of: sgd, adam")
     optimizer = dataclasses.replace(recipe.optimizer, learning_rate=learning_rate,
                                     name=config.optimizer or recipe.optimizer.name)
-    protocol = get_protocol(config.protocol or recipe.protocol, **config.protocol_settings)
+    protocol_name = config.protocol or recipe.protocol
+    protocol_settings = {**(recipe.protocol_settings if protocol_name == recipe.protocol else {}),
+                         **config.protocol_settings}
+    protocol = get_protocol(protocol_name, **protocol_settings)
     architectures = tuple(config.architectures or protocol.architectures)
     for name in architectures:
         NETWORKS.get(name)
@@ -165,9 +176,39 @@ def plan_run(config: RunConfig) -> Plan:
     Preprocessing(preprocessing)  # validates the name
     check_precision(config.precision)
     time_limit = None if config.time_limit is None else parse_duration(config.time_limit)
-    return Plan(config, recipe, container_name, container_settings, objective_name, objective_settings,
+    post_condense_settings = {**recipe.post_condense_settings, **config.post_condense_settings}
+    plan = Plan(config, recipe, container_name, container_settings, objective_name, objective_settings,
                 optimizer, iterations, protocol, architectures, resolve_device(config.device), preprocessing,
-                time_limit)
+                time_limit, post_condense_settings)
+    plan.settings = _resolved_settings(plan)
+    return plan
+
+
+def _resolved_settings(plan: Plan) -> dict:
+    """Every setting the run uses, by dotted key, with where it came from: the recipe's source for the
+    (dataset, IPC) cell it resolved to, or "run config" for a flag or config-file value."""
+    recipe, config = plan.recipe, plan.config
+    used = {"container": plan.container_name, "objective": plan.objective_name, "iterations": plan.iterations,
+            "protocol": plan.protocol.name, "preprocessing": plan.preprocessing}
+    used.update({f"optimizer.{k}": v for k, v in dataclasses.asdict(plan.optimizer).items()})
+    for table, values in (("container_settings", plan.container_settings),
+                          ("objective_settings", plan.objective_settings),
+                          ("protocol_settings", {k: v for k, v in plan.protocol.settings().items()
+                                                 if k in recipe.protocol_settings or k in config.protocol_settings}),
+                          ("post_condense_settings", plan.post_condense_settings)):
+        used.update({f"{table}.{k}": v for k, v in values.items()})
+    recipe_values = recipe.settings()
+    resolved = {}
+    for key, value in used.items():
+        if key in recipe_values and recipe_values[key] == value:
+            source = recipe.sources.get(key, "recipe structure" if key in ("container", "objective") else
+                                        "library default")
+        else:
+            source = "run config (command line or config file)"
+        resolved[key] = {"value": value, "source": source}
+    if recipe.learning_rate_times_ipc and config.learning_rate is None:
+        resolved["optimizer.learning_rate"]["source"] += f" (x IPC {config.ipc})"
+    return resolved
 
 
 def parse_duration(value: str | float | int) -> float:
@@ -197,6 +238,8 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
     """Condense, save the artifact, evaluate; returns (and writes) results.json's content."""
     plan = plan_run(config)
     tune_process()
+    if plan.recipe.fallback:
+        print(f"condense: note: {plan.recipe.fallback}", file=sys.stderr)
     out = Path(config.out) if config.out else _default_out(config, resume)
     if is_artifact(out) and not resume:
         raise ConfigError(f"'{out}' already holds a finished artifact; choose another --out (nothing was changed)")
@@ -237,7 +280,11 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
             if container.over_budget_ratio > 1:  # kept so that pruning can be redone (other beta) without condensing
                 save_artifact(out / "over_budget", container, {
                     **_run_metadata(config, plan, objective, losses, iterations_done), "stage": "before post-condensation"})
-            container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, config, generator, device)
+            step_config = dataclasses.replace(config, protocol=plan.protocol.name,
+                                              protocol_settings={k: v for k, v in plan.protocol.settings().items()
+                                                                 if k != "name"},
+                                              post_condense_settings=plan.post_condense_settings)
+            container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, step_config, generator, device)
             container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
     distill_seconds = time.perf_counter() - started
     metadata = _run_metadata(config, plan, objective, losses, iterations_done)
@@ -252,6 +299,8 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
         "iterations_planned": plan.iterations, "time_limit_seconds": plan.time_limit_seconds,
         "stopped_by_time_limit": stopped_by_time_limit, "precision": config.precision,
         "protocol": plan.protocol.settings(),
+        "recipe_settings": plan.settings, "recipe_settings_from": list(plan.recipe.settings_from or ()),
+        "recipe_fallback": plan.recipe.fallback,
         "stored_floats": container.stored_floats(), "stored_bytes": container.stored_bytes(),
         "budget_floats": container.budget_floats, "budget_ratio": container.stored_floats() / container.budget_floats,
         "generated_images_per_class": container.generated_per_class(),

@@ -8,7 +8,6 @@ from condensation.engine.real import RealPool
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.errors import BudgetError, ConfigError
 from condensation.objectives import OBJECTIVES, create_objective
-from condensation.recipes import get_recipe
 
 from ..conftest import tiny_real
 
@@ -177,13 +176,6 @@ def test_three_engine_iterations_change_everything_and_are_deterministic(gray_sp
     for name, value in first.state_dict().items():
         assert not torch.equal(value, start[name]), f"{name} did not change"
         assert torch.equal(value, second.state_dict()[name]), f"{name} differs between two runs with one seed"
-
-
-def test_hmn_recipe():
-    recipe = get_recipe("hmn")
-    assert (recipe.container, recipe.objective) == ("hmn", "idc")
-    assert recipe.container_settings["over_budget"] == pytest.approx(0.1)
-    assert recipe.container_settings["init"] == "reconstruct"
 
 
 def test_a_pruned_artifact_loads_with_its_shapes_and_record(gray_spec, tmp_path):

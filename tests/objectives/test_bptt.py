@@ -8,7 +8,6 @@ from condensation.containers import CONTAINERS, create_container
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.errors import ConfigError
 from condensation.objectives import create_objective
-from condensation.recipes import get_recipe
 
 from ..conftest import tiny_real
 
@@ -72,12 +71,6 @@ def test_rejects_bad_settings(gray_spec):
         create_objective("bptt", gray_spec, memory="checkpoint")
     with pytest.raises(ConfigError, match="inner_steps"):
         create_objective("bptt", gray_spec, inner_steps=0)
-
-
-def test_recipe_is_rtp_outer_optimizer():
-    recipe = get_recipe("bptt_pixels")
-    assert (recipe.objective, recipe.objective_settings["inner_steps"]) == ("bptt", 150)
-    assert (recipe.optimizer.learning_rate, recipe.optimizer.momentum, recipe.optimizer.gradient_clip) == (0.1, 0.5, 2.0)
 
 
 @pytest.mark.parametrize("container_name", ["pixels", "multi_formation"])

@@ -11,7 +11,6 @@ from condensation.objectives import gradient as gradient_module
 from condensation.objectives.gradient import (
     absolute_distance, cosine_distance, dc_loops, layer_cosine_distance, matching_loss, squared_distance,
 )
-from condensation.recipes import get_recipe
 
 from ..conftest import tiny_real
 
@@ -257,14 +256,3 @@ def test_resume_mid_schedule_equals_an_uninterrupted_run(gray_spec, tmp_path, na
         assert torch.equal(a, b)
 
 
-# ------------------------------------------------------------------------------------------------ recipes
-def test_recipes():
-    dc, dsa, idc = get_recipe("dc"), get_recipe("dsa"), get_recipe("idc")
-    assert (dc.container, dc.objective, dc.container_settings) == ("pixels", "dc", {"init": "noise"})
-    assert (dsa.container, dsa.objective, dsa.container_settings) == ("pixels", "dsa", {"init": "real"})
-    for recipe in (dc, dsa):
-        assert (recipe.optimizer.learning_rate, recipe.optimizer.momentum, recipe.iterations) == (0.1, 0.5, 1000)
-    assert (idc.container, idc.objective, idc.container_settings) == (
-        "multi_formation", "idc", {"factor": 2, "init": "mosaic"})
-    assert idc.learning_rate_times_ipc and idc.optimizer.learning_rate == 5e-4 and idc.optimizer.momentum == 0.5
-    assert idc.iterations == 2000 and idc.protocol == "cpu"

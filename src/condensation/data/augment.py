@@ -16,14 +16,20 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 
 OPERATIONS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+AUGMENT_MODES = ("single", "each", "chain", "idc")
+GEOMETRIC = ("crop", "scale", "rotate")  # IDC's training augmentation draws one of these per call
 
 
 @dataclass(frozen=True)
 class DSAConfig:
     strategy: str = "color_crop_cutout_flip_scale_rotate"
-    mode: str = "single"  # "single": one operation drawn per call (DC, DSA, MTT); "chain": all in order (IDC)
+    # "single": one operation drawn per call (DC, DSA, MTT); "each": one drawn per image (DC's augment() for
+    # its MNIST evaluation); "chain": all in order (IDC's matching);
+    # "idc": IDC's training augmentation: flip, color, then one of crop/scale/rotate drawn per call, then cutout
+    mode: str = "single"
     flip_probability: float = 0.5
     scale_ratio: float = 1.2
+    scale_low: float = 0.0  # lower end of the scale factor; 0: 1 / scale_ratio (DSA); DC's get_daparam: 0.8
     rotate_degrees: float = 15.0
     crop_pad_ratio: float = 0.125
     cutout_ratio: float = 0.5
@@ -35,12 +41,23 @@ class DSAConfig:
         unknown = [op for op in self.operations if op not in OPERATIONS]
         if unknown:
             raise ConfigError(f"unknown augmentation(s) {unknown}; choose from: {', '.join(OPERATIONS)}")
-        if self.mode not in ("single", "chain"):
-            raise ConfigError(f"augmentation mode must be 'single' or 'chain', got '{self.mode}'")
+        if self.mode not in AUGMENT_MODES:
+            raise ConfigError(f"augmentation mode must be one of {', '.join(AUGMENT_MODES)}, got '{self.mode}'")
 
     @property
     def operations(self) -> tuple[str, ...]:
         return tuple(op for op in self.strategy.split("_") if op)
+
+
+FLIP_RULES = ("always", "dataset")
+
+
+def flips_allowed(flip_rule: str, dataset_allows_flips: bool) -> bool:
+    """"always": flips for every dataset (DC/DSA strategy strings, DM, MTT); "dataset": not for digit datasets
+    (MNIST, SVHN: IDC and the DSA README), where a flipped digit is another digit or none."""
+    if flip_rule not in FLIP_RULES:
+        raise ConfigError(f"flip_rule must be one of {', '.join(FLIP_RULES)}, got '{flip_rule}'")
+    return dataset_allows_flips if flip_rule == "dataset" else True
 
 
 class DSA:
@@ -58,11 +75,28 @@ class DSA:
         if self.config.mode == "single":
             choice = int(torch.randint(len(self.operations), (1,), generator=generator))
             ops = (self.operations[choice],)
+        elif self.config.mode == "each":
+            return self._one_per_image(x, generator, 1 if shared else x.shape[0])
+        elif self.config.mode == "idc":
+            geometric = [op for op in GEOMETRIC if op in self.operations]
+            ops = [op for op in ("flip", "color") if op in self.operations]
+            if geometric:
+                ops.append(geometric[int(torch.randint(len(geometric), (1,), generator=generator))])
+            if "cutout" in self.operations:
+                ops.append("cutout")
         else:
             ops = self.operations
         for op in ops:
             x = getattr(self, f"_{op}")(x, generator, 1 if shared else x.shape[0])
         return x
+
+    def _one_per_image(self, x, generator, n):
+        """Every image gets one operation of its own (drawn first), each operation's parameters per image."""
+        choice = torch.randint(len(self.operations), (n,), generator=generator).to(x.device).view(-1, 1, 1, 1)
+        out = x
+        for index, op in enumerate(self.operations):
+            out = torch.where(choice == index, getattr(self, f"_{op}")(x, generator, n), out)
+        return out
 
     # Each operation draws (n, ...) parameters on the CPU generator; n == 1 broadcasts to the batch.
     def _uniform(self, n: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -84,8 +118,9 @@ class DSA:
 
     def _scale(self, x, generator, n):
         r = self.config.scale_ratio
-        sx = torch.rand(n, generator=generator) * (r - 1.0 / r) + 1.0 / r
-        sy = torch.rand(n, generator=generator) * (r - 1.0 / r) + 1.0 / r
+        low = self.config.scale_low or 1.0 / r
+        sx = torch.rand(n, generator=generator) * (r - low) + low
+        sy = torch.rand(n, generator=generator) * (r - low) + low
         zeros = torch.zeros(n)
         theta = torch.stack([torch.stack([sx, zeros, zeros], 1), torch.stack([zeros, sy, zeros], 1)], 1)
         return self._affine(x, theta.to(x.device))

@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import __version__
 from ..containers.base import Batch
-from ..data.augment import DSA, DSAConfig
+from ..data.augment import DSA, DSAConfig, flips_allowed
 from ..data.datasets import Dataset, DataSpec
 from ..data.preprocessing import Preprocessing
 from ..errors import ArtifactError, ConfigError
@@ -59,6 +59,7 @@ class ExpertConfig:
     weight_decay: float = 0.0
     batch_size: int = 256
     dsa: bool = True  # DSA in single mode, one draw per sample (not siamese)
+    flip_rule: str = "always"  # MTT buffer.py: the full DSA string, flips included, for every dataset
     preprocessing: str = "zca"  # "normalize" or "zca"; the distillation run must use the same
     real_images: int = 0  # 0: the whole training split; n > 0: each expert sees its own random n images
     validation_fraction: float = 0.1  # as the distillation run's, so the training split is the same
@@ -135,7 +136,7 @@ def train_expert(spec: DataSpec, inputs: torch.Tensor, labels: torch.Tensor, con
 
     settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
                              momentum=config.momentum, weight_decay=config.weight_decay, schedule="constant")
-    augment = DSA(DSAConfig(mode="single"), flip_allowed=spec.flip_allowed) if config.dsa else None
+    augment = DSA(DSAConfig(mode="single"), flip_allowed=flips_allowed(config.flip_rule, spec.flip_allowed)) if config.dsa else None
     train_network(network, epoch_batch, settings, generator, augment)
     snapshots.append(flatten_parameters(network).float().cpu())
     if on_epoch is not None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..containers.base import Batch, Container
-from ..data.augment import DSA
+from ..data.augment import DSA, flips_allowed
 from ..data.datasets import Split
 from ..engine.train import (TrainSettings, accuracy, can_train_as_ensemble, make_evaluation_augment, train_ensemble,
                             train_network)
@@ -112,8 +112,8 @@ def evaluate_on_splits(
                 for name, split in splits.items()}
     learning_rate = learned_learning_rate if protocol.use_learned_learning_rate else None
     settings = train_settings(protocol, learning_rate)
-    flip = container.spec.flip_allowed if protocol.flip_rule == "dataset" else True
-    augment = make_evaluation_augment(protocol.augmentation, protocol.augment_mode, flip)
+    flip = flips_allowed(protocol.flip_rule, container.spec.flip_allowed)
+    augment = make_evaluation_augment(protocol.augmentation, protocol.augment_mode, flip, protocol.augment_strategy)
     source = container.evaluation_source()
     values = {name: {} for name in splits}
     for architecture in architectures or protocol.architectures:

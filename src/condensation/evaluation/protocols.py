@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..data.augment import DSAConfig
+from ..engine.train import EVALUATION_AUGMENTATIONS
 from ..errors import ConfigError
 from ..registry import build_config
 
@@ -22,8 +24,9 @@ class Protocol:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "step_half"  # step_half: x0.1 at the middle; idc: x0.2 at 2/3 and 5/6; cosine; constant
-    augmentation: str = "dsa"  # "dsa" or "none"
-    augment_mode: str = "single"
+    augmentation: str = "dsa"  # "dsa", "dc_digits" (DC's MNIST evaluation) or "none"
+    augment_mode: str = "single"  # DSA: "single" (one operation per call), "idc" (IDC's train.py order), "chain"
+    augment_strategy: str = "color_crop_cutout_flip_scale_rotate"
     flip_rule: str = "always"  # "always": flips for every dataset (DC/DM code); "dataset": off for digits (IDC)
     cutmix_probability: float = 0.0
     use_learned_learning_rate: bool = False  # MTT: train with the artifact's learned step size
@@ -33,8 +36,10 @@ class Protocol:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
-        if self.augmentation not in ("dsa", "none"):
-            raise ConfigError(f"augmentation must be 'dsa' or 'none', got '{self.augmentation}'")
+        if self.augmentation not in EVALUATION_AUGMENTATIONS:
+            raise ConfigError(f"augmentation must be one of {', '.join(EVALUATION_AUGMENTATIONS)}, "
+                              f"got '{self.augmentation}'")
+        DSAConfig(strategy=self.augment_strategy, mode=self.augment_mode)  # validates both
         if self.flip_rule not in ("always", "dataset"):
             raise ConfigError(f"flip_rule must be 'always' or 'dataset', got '{self.flip_rule}'")
         if self.networks < 1 or (self.steps < 1 and self.epochs < 1):
@@ -52,12 +57,21 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("dsa", epochs=1000, networks=20, description="DC/DSA/DM: 1000 epochs with DSA, lr x0.1 at the middle"),
         Protocol("mtt", epochs=1000, use_learned_learning_rate=True, networks=5,
                  description="MTT: 1000 epochs with DSA, the learned step size; no checkpoint selection"),
+        # IDC test.py/train.py: per image flip (not on MNIST/SVHN), color, then one of crop/scale/rotate drawn
+        # per batch; no cutout because CutMix (p = 0.5 per batch) is on
         Protocol("idc", epochs=1000, batch_size=64, schedule="idc", cutmix_probability=0.5, flip_rule="dataset",
-                 networks=5, description="IDC/ECHO: batch 64, DSA + CutMix p=0.5, lr x0.2 at 2/3 and 5/6"),
+                 augment_mode="idc", augment_strategy="color_crop_flip_scale_rotate", networks=5,
+                 description="IDC/ECHO: 1000 epochs at batch 64, flip + color + one of crop/scale/rotate (IDC's "
+                             "train.py), CutMix p=0.5, lr x0.2 at 2/3 and 5/6"),
         Protocol("hmn", epochs=1000, batch_size=64, schedule="cosine", cutmix_probability=0.5, flip_rule="dataset",
-                 networks=10, description="HMN: as IDC with a cosine schedule"),
-        Protocol("rtp", epochs=300, batch_size=640, schedule="constant", networks=10,
-                 description="RTP: 300 epochs, batch 640, no schedule, 10 networks"),
+                 augment_mode="idc", augment_strategy="color_crop_flip_scale_rotate", networks=10,
+                 description="HMN: as IDC (IDC's augmentation and CutMix) with a cosine schedule, 10 networks"),
+        # RememberThePast configs/compressors_bptt_interventions.yml:10-48, tools/evaluator.py:65: the
+        # evaluation augments as the inner loop did (the README: none) and has no weight decay
+        Protocol("rtp", epochs=300, batch_size=640, schedule="constant", networks=10, augmentation="none",
+                 weight_decay=0.0,
+                 description="RTP: 300 epochs, batch 640, constant lr 0.01, no weight decay, no augmentation "
+                             "(as its inner loop), 10 networks"),
         Protocol("cpu", steps=200, batch_size=128, networks=3, flip_rule="dataset",
                  description="tables made on 2-core CPUs: ConvNet, DSA, 200 SGD steps of a full batch (<=128) per network "
                              "(the same compute for every row), lr x0.1 at half, flips as IDC (off for digits), "

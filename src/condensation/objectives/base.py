@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data.augment import DSA, DSAConfig
+from ..data.augment import DSA, DSAConfig, flips_allowed
 from ..data.datasets import DataSpec
 from ..networks import create_network
 from ..registry import Registry, build_config
@@ -84,7 +84,7 @@ class Objective:
         if not dsa:
             return None
         config = DSAConfig(mode=mode) if strategy is None else DSAConfig(mode=mode, strategy=strategy)
-        return DSA(config, flip_allowed=self.spec.flip_allowed)
+        return DSA(config, flip_allowed=flips_allowed(getattr(self.config, "flip_rule", "dataset"), self.spec.flip_allowed))
 
 
 def seeded_network(name: str, spec: DataSpec, generator: torch.Generator, device, **overrides) -> nn.Module:

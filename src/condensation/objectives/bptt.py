@@ -44,6 +44,7 @@ class BackpropagationThroughTimeConfig:
     synthetic_per_class: int = 32  # per inner step (all of a class's images when it has fewer)
     real_per_class: int = 64  # for the outer loss
     dsa: bool = False  # DSA single mode on each inner batch
+    flip_rule: str = "always"
     memory: str = "recompute"  # "recompute" (one step's graph at a time) or "unrolled" (the whole graph)
 
 

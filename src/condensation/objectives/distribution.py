@@ -61,6 +61,7 @@ class DistributionMatchingConfig:
     augment_mode: str = "single"  # "single" (DM) or "chain" (ECHO/IDC: color, crop, cutout)
     real_chunk: int = 256  # real images per forward chunk (memory only; ignored for batch-norm networks)
     augment_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    flip_rule: str = "always"  # DM's code flips for every dataset (main_DM.py's strategy string)
 
 
 @OBJECTIVES.register("dm")

@@ -217,6 +217,7 @@ class GradientMatchingConfig:
     batch_norm_images_per_class: int = 16  # BatchNorm networks: real images per class that fix the statistics
     dsa: bool = False
     augment_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    flip_rule: str = "always"  # the code's strategy string flips everywhere; the DSA README drops flips for digits
 
 
 @OBJECTIVES.register("dc")

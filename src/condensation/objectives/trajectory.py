@@ -96,6 +96,7 @@ class TrajectoryMatchingConfig:
     lr_momentum: float = 0.5  # momentum of alpha's SGD (MTT 0.5, HaBa 0.9)
     min_syn_lr: float = 0.001  # alpha is clamped to >= this after every iteration (HaBa's clip)
     dsa: bool = True  # DSA, single mode, a fresh draw per step and per image (not siamese)
+    flip_rule: str = "always"  # MTT distill.py: the full DSA string for every dataset
     memory: str = "unrolled"  # "unrolled" (MTT) or "constant" (one step's graph at a time, same gradient)
 
 
@@ -266,17 +267,3 @@ def _validate(config: TrajectoryMatchingConfig) -> None:
         raise ConfigError("mtt needs batch_syn >= 0, syn_lr > 0 and lr_lr >= 0")
 
 
-# HaBa's trajectory-matching settings for CIFAR-10 (METHODS.md 1.4, Huage001/DatasetFactorization scripts), per
-# IPC. The HaBa recipe combines them with its container (bases SGD lr 100, momentum 0.95; 15,000 iterations).
-# batch_syn is container-specific (HaBa: all bases of all classes through one hallucinator per step), so the
-# recipe sets it.
-HABA_SETTINGS: dict[int, dict] = {
-    1: {"syn_steps": 50, "expert_epochs": 2, "max_start_epoch": 2, "syn_lr": 0.01, "lr_lr": 1e-7,
-        "lr_momentum": 0.9, "min_syn_lr": 0.001},
-    10: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "syn_lr": 0.001, "lr_lr": 1e-5,
-         "lr_momentum": 0.9, "min_syn_lr": 0.001},
-    50: {"syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "syn_lr": 0.01, "lr_lr": 1e-5,
-         "lr_momentum": 0.9, "min_syn_lr": 0.001},
-}
-HABA_IMAGE_OPTIMIZER = {"name": "sgd", "learning_rate": 100.0, "momentum": 0.95}
-HABA_ITERATIONS = 15000
