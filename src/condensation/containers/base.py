@@ -74,6 +74,11 @@ class Container(nn.Module):
     def prune(self, keep: torch.Tensor) -> "Container":
         raise NotImplementedError(f"{type(self).__name__} cannot remove single images")
 
+    def per_class_parameters(self) -> list[torch.Tensor]:
+        """Parameters that belong to one class each, class-major along dim 0 (rows [c*k, (c+1)*k) are class
+        c's). The engine moves them only in their class's step (OptimizerConfig.isolate_classes)."""
+        return []
+
     def parameter_groups(self, learning_rate: float) -> list[dict]:
         """Optimizer parameter groups; containers with parts that need other rates override this."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": learning_rate}]

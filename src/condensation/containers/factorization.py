@@ -391,6 +391,9 @@ class Factorization(Container):
             self._views = None
             self._adversary.step(views, labels)
 
+    def per_class_parameters(self) -> list[torch.Tensor]:
+        return [self.bases]  # the hallucinators are shared by every class
+
     def parameter_groups(self, learning_rate: float) -> list[dict]:
         hallucinator = [self.encoder_weight, self.encoder_bias, self.scale, self.shift, self.decoder_weight,
                         self.decoder_bias]

@@ -178,6 +178,10 @@ class HMN(Container):
     def generated_per_class(self) -> int:
         return self.config.instances_per_class
 
+    def per_class_parameters(self) -> list[torch.Tensor]:
+        # the dataset memory and the decoder are shared by every class
+        return [self.extractor_weight, self.extractor_bias, self.class_memory, self.instance_memory]
+
     def class_features(self) -> torch.Tensor:
         """f_c(m_D) for every class at once: (classes, C_F, h, w)."""
         weight = self.extractor_weight.flatten(0, 1)  # (classes * C_F, C_D, 3, 3)

@@ -86,6 +86,9 @@ class AddressableMemories(Container):
     def generated_per_class(self) -> int:
         return self.r
 
+    def per_class_parameters(self) -> list[torch.Tensor]:
+        return [self.coefficients]  # the memories are shared by every class
+
     def construction(self) -> dict:
         """Records the resolved r, so that a later change of the budget rule cannot change the shapes."""
         built = super().construction()

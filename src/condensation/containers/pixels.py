@@ -32,6 +32,9 @@ class Pixels(Container):
     def generated_per_class(self) -> int:
         return self.images_per_class
 
+    def per_class_parameters(self) -> list[torch.Tensor]:
+        return [self.images]
+
     def _generate(self, indices, generator, mode):
         return self.images[indices]
 
@@ -78,6 +81,9 @@ class MultiFormation(Container):
 
     def generated_per_class(self) -> int:
         return self.images_per_class * self.config.factor ** 2
+
+    def per_class_parameters(self) -> list[torch.Tensor]:
+        return [self.pixels]
 
     def _generate(self, indices, generator, mode):
         f, (c, h, w) = self.config.factor, (self.spec.channels, self.spec.height, self.spec.width)

@@ -23,6 +23,11 @@ class OptimizerConfig:
     learning_rate: float = 0.1
     momentum: float = 0.5
     gradient_clip: float = 0.0  # 0: none; else clip the container's gradient norm (RTP uses 2)
+    # True: when an objective steps one class group at a time, a class's own parameters (its rows of
+    # Container.per_class_parameters) move only in its step, with the momentum/Adam moments and step count it
+    # would have alone. False: one optimizer over whole tensors, as IDC's and M3D's code, where the momentum
+    # of every class's rows moves them at every class's step.
+    isolate_classes: bool = True
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,84 @@ def make_optimizer(config: OptimizerConfig, groups: list[dict]) -> torch.optim.O
     if config.name == "adam":
         return torch.optim.Adam(groups, lr=config.learning_rate)
     raise ConfigError(f"unknown optimizer '{config.name}'; choose one of: sgd, adam")
+
+
+class ContainerOptimizer:
+    """The container's optimizer: shared parameters step with torch's SGD or Adam; per-class parameters
+    (class-major rows, see Container.per_class_parameters) step row by row, only for the classes of the
+    current step (``OptimizerConfig.isolate_classes``). Same update rule as torch's (SGD with momentum,
+    no dampening; Adam with bias correction per class)."""
+
+    betas, eps = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+
+    def __init__(self, config: OptimizerConfig, groups: list[dict], per_class: list[torch.Tensor], num_classes: int):
+        if config.name not in ("sgd", "adam"):
+            raise ConfigError(f"unknown optimizer '{config.name}'; choose one of: sgd, adam")
+        rowwise_ids = {id(p) for p in per_class} if config.isolate_classes else set()
+        shared_groups, self.rowwise = [], []  # rowwise: [(parameter, learning rate)]
+        for group in groups:
+            shared = [p for p in group["params"] if id(p) not in rowwise_ids]
+            if shared:
+                shared_groups.append({**group, "params": shared})
+            self.rowwise += [(p, group.get("lr", config.learning_rate)) for p in group["params"] if id(p) in rowwise_ids]
+        self.config, self.num_classes = config, num_classes
+        self.shared = make_optimizer(config, shared_groups) if shared_groups else None
+        self.state = [self._fresh_state(p) for p, _ in self.rowwise]
+
+    def _fresh_state(self, parameter: torch.Tensor) -> dict:
+        zeros = lambda: torch.zeros_like(parameter, memory_format=torch.preserve_format)  # noqa: E731
+        if self.config.name == "sgd":
+            return {"momentum_buffer": zeros()}
+        return {"exp_avg": zeros(), "exp_avg_sq": zeros(),
+                "step": torch.zeros(self.num_classes, dtype=torch.float64, device=parameter.device)}
+
+    def zero_grad(self) -> None:
+        if self.shared is not None:
+            self.shared.zero_grad(set_to_none=True)
+        for parameter, _ in self.rowwise:
+            parameter.grad = None
+
+    @torch.no_grad()
+    def step(self, classes: list[int]) -> None:
+        if self.shared is not None:
+            self.shared.step()
+        class_index = torch.as_tensor(classes, dtype=torch.long)
+        for (parameter, lr), state in zip(self.rowwise, self.state):
+            if parameter.grad is None:
+                continue
+            per_class = parameter.shape[0] // self.num_classes
+            rows = (class_index[:, None] * per_class + torch.arange(per_class)).flatten().to(parameter.device)
+            grad = parameter.grad.index_select(0, rows)
+            if self.config.name == "sgd":
+                buffer = state["momentum_buffer"].index_select(0, rows).mul_(self.config.momentum).add_(grad)
+                state["momentum_buffer"].index_copy_(0, rows, buffer)
+                parameter.index_copy_(0, rows, parameter.index_select(0, rows).add_(buffer, alpha=-lr))
+                continue
+            beta1, beta2 = self.betas
+            state["step"][class_index.to(state["step"].device)] += 1
+            step = state["step"][class_index.to(state["step"].device)].repeat_interleave(per_class)
+            shape = (-1,) + (1,) * (parameter.dim() - 1)
+            exp_avg = state["exp_avg"].index_select(0, rows).lerp_(grad, 1 - beta1)
+            exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            state["exp_avg"].index_copy_(0, rows, exp_avg)
+            state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+            step_size = (lr / (1 - beta1 ** step)).to(parameter.dtype).view(shape)
+            denominator = (exp_avg_sq.sqrt() / (1 - beta2 ** step).sqrt().to(parameter.dtype).view(shape)).add_(self.eps)
+            parameter.index_copy_(0, rows, parameter.index_select(0, rows) - step_size * exp_avg / denominator)
+
+    def state_dict(self) -> dict:
+        return {"shared": self.shared.state_dict() if self.shared is not None else None,
+                "rowwise": [{k: v.clone() for k, v in state.items()} for state in self.state]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or "rowwise" not in state or len(state["rowwise"]) != len(self.state):
+            raise ArtifactError("the checkpoint's optimizer state does not fit this run (written by an older version "
+                                "or another container); start a fresh run directory")
+        if self.shared is not None:
+            self.shared.load_state_dict(state["shared"])
+        for own, saved in zip(self.state, state["rowwise"]):
+            for key, value in saved.items():
+                own[key].copy_(value)
 
 
 @dataclass
@@ -71,7 +154,8 @@ def condense(
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"time_limit must be a positive number of seconds, got {time_limit}")
     groups = container.parameter_groups(optimizer_config.learning_rate) + objective.extra_parameter_groups()
-    optimizer = make_optimizer(optimizer_config, groups) if loop.iterations > 0 else None
+    optimizer = (ContainerOptimizer(optimizer_config, groups, container.per_class_parameters(), container.num_classes)
+                 if loop.iterations > 0 else None)
     start, losses, seconds_before = 0, [], 0.0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path)
@@ -99,7 +183,7 @@ def condense(
             objective.begin_iteration(iteration, generator)
             total = 0.0
             for classes in objective.class_groups(container.num_classes):
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 total = total + objective.backward(container, real, classes, generator)
                 extra = container.regularization(classes, generator)
                 if extra is not None:
@@ -107,7 +191,7 @@ def condense(
                     total = total + extra.detach()
                 if optimizer_config.gradient_clip > 0:
                     torch.nn.utils.clip_grad_norm_(container.parameters(), optimizer_config.gradient_clip)
-                optimizer.step()
+                optimizer.step(classes)
                 container.after_step(generator)
             container.after_iteration()
             objective.end_iteration(container, real, generator)
