@@ -124,3 +124,58 @@ def test_rtp_evaluates_as_its_inner_loop_trains():
     assert (inner["dsa"], inner["inner_weight_decay"]) == (False, 0.0)
     objective = create_objective("bptt", DIGITS, dsa=True, inner_weight_decay=5e-4)  # both are settings
     assert objective.augment is not None and objective.config.inner_weight_decay == 5e-4
+
+
+# 9 ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("objective_name", ["idc", "mtt_like_one_group"])
+def test_habas_adversary_runs_once_per_iteration_over_every_class(objective_name, monkeypatch):
+    """distill_fac.py: the contrastive term over all classes' bases joins the iteration's step; then the
+    adversary takes one step on a fresh hallucinator pair. Before: both ran once per class group, so with
+    per-class objectives they saw one label (degenerate CE and SupCon)."""
+    from condensation.containers import create_container
+    from condensation.containers.factorization import Adversary, Factorization
+    from condensation.engine.condense import ContainerOptimizer, LoopConfig, OptimizerConfig, condense
+    from tests.conftest import tiny_real
+
+    real, preprocessing = tiny_real(DIGITS)
+    container = create_container("factorization", DIGITS, 10, preprocessing)
+    container.initialize(real, torch.Generator().manual_seed(0))
+    if objective_name == "idc":
+        objective = create_objective("idc", DIGITS, real_per_class=6, synthetic_per_class=4, real_training_images=12,
+                                     network="convnet_w32")
+    else:  # an objective that steps all classes at once (as MTT does)
+        objective = create_objective("dm", DIGITS, real_per_class=6, network="convnet_w32")
+    events = []
+    original_views, original_step, original_optimizer_step = (Factorization._two_views, Adversary.step,
+                                                              ContainerOptimizer.step)
+
+    def views(self, generator):
+        out = original_views(self, generator)
+        events.append(("views", torch.is_grad_enabled(), out[0].detach().clone()))
+        return out
+
+    def adversary_step(self, views, labels):
+        events.append(("adversary", sorted(set(labels.tolist()))))
+        return original_step(self, views, labels)
+
+    def optimizer_step(self, classes):
+        events.append(("container", list(classes)))
+        return original_optimizer_step(self, classes)
+
+    monkeypatch.setattr(Factorization, "_two_views", views)
+    monkeypatch.setattr(Adversary, "step", adversary_step)
+    monkeypatch.setattr(ContainerOptimizer, "step", optimizer_step)
+    condense(container, objective, real, OptimizerConfig("sgd", 1e-3, 0.5), LoopConfig(2, 0),
+             torch.Generator().manual_seed(1), progress=False)
+    kinds = [e[0] for e in events]
+    if objective_name == "idc":  # 3 class steps, then the regularizer's own step over every class
+        per_iteration = ["container"] * 3 + ["views", "container", "views", "adversary"]
+        assert [e[1] for e in events if e[0] == "container"][:4] == [[0], [1], [2], [0, 1, 2]]
+    else:
+        per_iteration = ["views", "container", "views", "adversary"]
+    assert kinds == per_iteration * 2
+    assert all(e[1] == [0, 1, 2] for e in events if e[0] == "adversary")
+    views_events = [e for e in events if e[0] == "views"]
+    container_views, adversary_views = views_events[0], views_events[1]
+    assert container_views[1] and not adversary_views[1]  # the container's term has a graph, the adversary's not
+    assert not torch.equal(container_views[2], adversary_views[2])  # fresh draw for the adversary

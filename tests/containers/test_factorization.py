@@ -97,8 +97,8 @@ def test_artifact_holds_every_pair_and_no_adversary(gray_spec, tmp_path):
     container = create_container("factorization", gray_spec, 10, pre)
     generator = torch.Generator().manual_seed(0)
     container.initialize(real, generator)
-    container.regularization([0, 1, 2], generator).backward()
-    container.after_step(generator)
+    container.regularization(generator).backward()
+    container.after_optimizer_steps(generator)
     save_artifact(tmp_path / "run", container, {"recipe": "haba"})
     artifact = load_artifact(tmp_path / "run")
     assert artifact.generated_images.shape[0] == 3 * container.generated_per_class()
@@ -163,7 +163,7 @@ def test_gradients_reach_every_parameter(gray_spec):
     for name, parameter in container.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     container.zero_grad(set_to_none=True)
-    container.regularization([0, 1, 2], torch.Generator().manual_seed(0)).backward()  # both hallucinators
+    container.regularization(torch.Generator().manual_seed(0)).backward()  # both hallucinators
     for name, parameter in container.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
@@ -173,17 +173,17 @@ def test_the_adversary_is_neither_stored_nor_counted(gray_spec):
     container = create_container("factorization", gray_spec, 10, pre)
     floats, keys = container.stored_floats(), set(container.state_dict())
     generator = torch.Generator().manual_seed(0)
-    container.regularization([0, 1], generator).backward()
+    container.regularization(generator).backward()
     adversary = container.adversary.network
     assert all(p.grad is None for p in adversary.parameters())  # the container's term never trains it
     before = [p.detach().clone() for p in adversary.parameters()]
-    container.after_step(generator)
+    container.after_optimizer_steps(generator)
     assert any(not torch.equal(a, p) for a, p in zip(before, adversary.parameters()))  # it took its own step
     assert container.stored_floats() == floats == sum(container.floats_per_part().values())
     assert set(container.state_dict()) == keys == {"bases", *HALLUCINATOR_PARTS}
     assert not any(p is q for p in container.parameters() for q in adversary.parameters())
     assert "adversary" in container.training_state()
-    assert create_container("factorization", gray_spec, 10, pre, adversarial=False).regularization([0], generator) is None
+    assert create_container("factorization", gray_spec, 10, pre, adversarial=False).regularization(generator) is None
 
 
 def test_evaluation_epochs_draw_fresh_hallucinators(rgb_spec):
@@ -222,8 +222,8 @@ def test_64px_images_work():
     generator = torch.Generator().manual_seed(0)
     assert container.generate_all(generator).images.shape == (container.total_generated(), 3, 64, 64)
     assert container.evaluation_source()(generator).images.shape[-2:] == (64, 64)
-    container.regularization([0, 1], generator).backward()  # the adversary is a ConvNet-4 at 64 px
-    container.after_step(generator)
+    container.regularization(generator).backward()  # the adversary is a ConvNet-4 at 64 px
+    container.after_optimizer_steps(generator)
 
 
 def test_supervised_contrastive_matches_its_definition():

@@ -57,12 +57,15 @@ class Container(nn.Module):
     def after_iteration(self) -> None:
         """Called once per outer iteration after the optimizer steps (e.g. clamping pixels to [0, 1])."""
 
-    def regularization(self, classes: list[int], generator: torch.Generator) -> torch.Tensor | None:
-        """An extra loss the container adds to every objective step (HaBa's adversarial contrastive term)."""
+    def regularization(self, generator: torch.Generator) -> torch.Tensor | None:
+        """An extra loss over every class, once per outer iteration (HaBa's adversarial contrastive term). The
+        engine adds it to the iteration's one step when the objective steps all classes at once, else gives it
+        a step of its own after the class steps."""
         return None
 
-    def after_step(self, generator: torch.Generator) -> None:
-        """Called after every optimizer step (HaBa's adversary takes its own step here)."""
+    def after_optimizer_steps(self, generator: torch.Generator) -> None:
+        """Called once per outer iteration after the container's last optimizer step (HaBa's adversary takes
+        its own step here)."""
 
     def training_state(self) -> dict:
         """State that is not stored in the artifact but must survive a resume (HaBa's adversary)."""

@@ -17,10 +17,11 @@ Index layout: image i of class c is the pair (hallucinator i // nb, basis i % nb
   random hallucinator, the official rule; a batch of all pairs is still every pair once.
 - evaluation epochs (``evaluation_source``): every basis once, each through a fresh random hallucinator.
 
-The adversarial contrastive term (contrastive_loss.py, distill_fac.py): ``regularization`` embeds two
-hallucinations h0(b), h1(b) of the same bases with an adversary (a ConvNet, kept outside the module tree:
-not stored, not counted) and returns w * mean((cos + 1) / 2); ``after_step`` then takes one adversary SGD
-step on CE + 0.1 mean((1 - cos) / 2) + 0.1 SupCon over the same (detached) views.
+The adversarial contrastive term (contrastive_loss.py, distill_fac.py), once per outer iteration over every
+class whatever the objective's grouping: ``regularization`` embeds two hallucinations h0(b), h1(b) of all
+bases with an adversary (a ConvNet, kept outside the module tree: not stored, not counted) and returns
+w * mean((cos + 1) / 2); after the container's step, ``after_optimizer_steps`` draws a fresh hallucinator pair
+over the updated bases and takes one adversary SGD step on CE + 0.1 mean((1 - cos) / 2) + 0.1 SupCon.
 """
 from __future__ import annotations
 
@@ -238,7 +239,6 @@ class Factorization(Container):
         self.decoder_bias = nn.Parameter(torch.empty(n_h, c))
         self._draw_hallucinators(torch.Generator().manual_seed(0))  # redrawn from the run by initialize()
         self._adversary: Adversary | None = None  # created on first use, from the run generator
-        self._views: tuple[torch.Tensor, torch.Tensor] | None = None  # (2B, C, H, W) detached, (B,) labels
 
     # ------------------------------------------------------------------------------------------ sizes
     def generated_per_class(self) -> int:
@@ -365,31 +365,43 @@ class Factorization(Container):
             self.bases[c] = images
 
     # ------------------------------------------------------------------------------ adversarial term
-    def regularization(self, classes, generator):
-        """w * mean((cos(e0, e1) + 1) / 2) over two hallucinations of the classes' bases (push them apart)."""
-        if not self.config.adversarial:
-            return None
+    def _two_views(self, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every basis of every class through two distinct random hallucinators, DSA-augmented as the adversary
+        sees them: (2B, C, H, W) views and (B,) labels (distill_fac.py: all classes' bases, batch_syn = all)."""
+        pair = torch.randperm(self.sizes.hallucinators, generator=generator)[:2].tolist()
+        bases = self.bases.flatten(0, 1)  # (B, Cb, h, w), B = classes * nb
+        labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(self.sizes.bases_per_class)
+        views = torch.cat([self.hallucinate(bases, pair[0]), self.hallucinate(bases, pair[1])])
+        if self._adversary.augment is not None:
+            views = self._adversary.augment(views, generator)
+        return views, labels
+
+    def _ensure_adversary(self, generator) -> Adversary:
         if self._adversary is None:
             self._adversary = Adversary(self.spec, self.config, generator, self.device)
         elif next(self._adversary.network.parameters()).device != self.device:
             self._adversary.to(self.device)
-        pair = torch.randperm(self.sizes.hallucinators, generator=generator)[:2].tolist()
-        selected = torch.tensor(classes, device=self.device)
-        bases = self.bases[selected].flatten(0, 1)  # (B, Cb, h, w), B = len(classes) * nb
-        labels = selected.repeat_interleave(self.sizes.bases_per_class)
-        views = torch.cat([self.hallucinate(bases, pair[0]), self.hallucinate(bases, pair[1])])  # (2B, C, H, W)
-        if self._adversary.augment is not None:
-            views = self._adversary.augment(views, generator)
-        first, second = self._adversary.embed_frozen(views).chunk(2)
-        self._views = (views.detach(), labels)
+        return self._adversary
+
+    def regularization(self, generator):
+        """w * mean((cos(e0, e1) + 1) / 2) over two hallucinations of every class's bases (push them apart),
+        seen by the current adversary, whose weights get no gradient. Once per iteration, as distill_fac.py."""
+        if not self.config.adversarial:
+            return None
+        adversary = self._ensure_adversary(generator)
+        views, _ = self._two_views(generator)
+        first, second = adversary.embed_frozen(views).chunk(2)
         return self.config.contrastive_weight * ((F.cosine_similarity(first, second) + 1) / 2).mean()
 
-    def after_step(self, generator) -> None:
-        """The adversary's own SGD step on the views of the last ``regularization`` (then forgotten)."""
-        if self._views is not None and self._adversary is not None:
-            views, labels = self._views
-            self._views = None
-            self._adversary.step(views, labels)
+    def after_optimizer_steps(self, generator) -> None:
+        """The adversary's own SGD step after the container's, on a fresh draw of views of the updated bases
+        (a new hallucinator pair, not the container's: distill_fac.py L388-417)."""
+        if not self.config.adversarial:
+            return
+        adversary = self._ensure_adversary(generator)
+        with torch.no_grad():
+            views, labels = self._two_views(generator)
+        adversary.step(views, labels)
 
     def per_class_parameters(self) -> list[torch.Tensor]:
         return [self.bases]  # the hallucinators are shared by every class

@@ -182,17 +182,23 @@ def condense(
         for iteration in range(start, loop.iterations):
             objective.begin_iteration(iteration, generator)
             total = 0.0
-            for classes in objective.class_groups(container.num_classes):
+            groups = objective.class_groups(container.num_classes)
+            every_class = list(range(container.num_classes))
+            for classes in groups:
                 optimizer.zero_grad()
                 total = total + objective.backward(container, real, classes, generator)
-                extra = container.regularization(classes, generator)
-                if extra is not None:
-                    extra.backward()
-                    total = total + extra.detach()
-                if optimizer_config.gradient_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(container.parameters(), optimizer_config.gradient_clip)
+                if len(groups) == 1:  # one step for all classes: the regularizer joins it (one backward, as HaBa)
+                    total = total + _backward_regularization(container, generator)
+                _clip(container, optimizer_config)
                 optimizer.step(classes)
-                container.after_step(generator)
+            if len(groups) > 1:  # per-class steps: the regularizer over every class takes a step of its own
+                optimizer.zero_grad()
+                extra = _backward_regularization(container, generator)
+                if torch.is_tensor(extra):
+                    total = total + extra
+                    _clip(container, optimizer_config)
+                    optimizer.step(every_class)
+            container.after_optimizer_steps(generator)
             container.after_iteration()
             objective.end_iteration(container, real, generator)
             total = float(total)  # the iteration's one read of the loss (a sync on GPUs)
@@ -228,6 +234,20 @@ def condense(
         if metrics is not None:
             metrics.close()
     return CondenseResult(done, losses, elapsed(), stopped)
+
+
+def _backward_regularization(container: Container, generator: torch.Generator):
+    """Backpropagate the container's once-per-iteration term, if it has one; its detached value, or 0.0."""
+    extra = container.regularization(generator)
+    if extra is None:
+        return 0.0
+    extra.backward()
+    return extra.detach()
+
+
+def _clip(container: Container, config: OptimizerConfig) -> None:
+    if config.gradient_clip > 0:
+        torch.nn.utils.clip_grad_norm_(container.parameters(), config.gradient_clip)
 
 
 def _progress_bar(total: int, start: int, enabled: bool):
