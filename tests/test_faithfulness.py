@@ -179,3 +179,22 @@ def test_habas_adversary_runs_once_per_iteration_over_every_class(objective_name
     container_views, adversary_views = views_events[0], views_events[1]
     assert container_views[1] and not adversary_views[1]  # the container's term has a graph, the adversary's not
     assert not torch.equal(container_views[2], adversary_views[2])  # fresh draw for the adversary
+
+
+# 8 ---------------------------------------------------------------------------------------------------------
+def test_habas_strict_sizing_keeps_class_content_and_results_report_the_split(tmp_path):
+    """Before: 5 hallucinators first, leaving Fashion-MNIST IPC 1 two 7 x 7 bases per class (87.5% of B on
+    hallucinators). Now the richest basis that fits beside at most B/2 of hallucinators."""
+    from condensation.containers.factorization import default_haba_sizes, haba_floats
+    from condensation.run import distill
+
+    fashion = DataSpec(1, 28, 28, 10)
+    sizes = default_haba_sizes(fashion, 1, "strict")
+    bases, hallucinators = haba_floats(fashion, sizes)
+    assert (sizes.hallucinators, sizes.bases_per_class, sizes.base_downsample) == (2, 2, 2)
+    assert bases / 7840 == 0.5 and hallucinators / 7840 == pytest.approx(0.35)
+    results = distill(RunConfig(recipe="dm", container="factorization", container_settings={"adversarial": False},
+                                dataset="digits", ipc=2, iterations=1, protocol="smoke", out=str(tmp_path / "run"),
+                                progress=False, evaluate=False))
+    split = results["stored_floats_by_part"]
+    assert set(split) == {"bases", "hallucinators"} and sum(split.values()) == results["stored_floats"]

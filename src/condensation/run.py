@@ -302,6 +302,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
         "recipe_settings": plan.settings, "recipe_settings_from": list(plan.recipe.settings_from or ()),
         "recipe_fallback": plan.recipe.fallback,
         "stored_floats": container.stored_floats(), "stored_bytes": container.stored_bytes(),
+        "stored_floats_by_part": container.floats_per_part(),
         "budget_floats": container.budget_floats, "budget_ratio": container.stored_floats() / container.budget_floats,
         "generated_images_per_class": container.generated_per_class(),
         "generated_images_total": container.total_generated(),

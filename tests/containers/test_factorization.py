@@ -46,9 +46,11 @@ def test_paper_mode_ratios_match_the_official_scripts():
 def test_strict_mode_fits_the_budget_and_paper_mode_needs_its_ratio():
     _, pre = tiny_real(DataSpec(1, 28, 28, 10), per_class=1)
     strict = create_container("factorization", FASHION_MNIST, 1, pre)
-    # 5 x 1,372 = 6,860 floats of hallucinators leave 980: two 7 x 7 bases per class (d = 4)
-    assert (strict.sizes.hallucinators, strict.sizes.bases_per_class, strict.sizes.base_downsample) == (5, 2, 4)
-    assert strict.stored_floats() == 6860 + 10 * 2 * 49 == 7840
+    # class content first: no full-size basis fits beside any hallucinator, so 14 x 14 bases (d = 2); at most
+    # half of B = 3,920 for hallucinators: 2 x 1,372 = 2,744; then 5,096 floats hold two bases per class
+    assert (strict.sizes.hallucinators, strict.sizes.bases_per_class, strict.sizes.base_downsample) == (2, 2, 2)
+    assert strict.floats_per_part() == {"bases": 10 * 2 * 196, "hallucinators": 2 * 1372}
+    assert strict.stored_floats() == 3920 + 2744 <= 7840
     strict.check_budget()
     paper = create_container("factorization", FASHION_MNIST, 1, pre, budget_mode="paper")
     with pytest.raises(BudgetError, match="over its budget"):
@@ -56,10 +58,14 @@ def test_strict_mode_fits_the_budget_and_paper_mode_needs_its_ratio():
     paper.check_budget(paper.budget_ratio())
 
 
-@pytest.mark.parametrize("spec, ipc", [(CIFAR10, 1), (CIFAR10, 10), (CIFAR10, 50), (FASHION_MNIST, 10)])
-def test_default_strict_sizes_stay_within_budget(spec, ipc):
+@pytest.mark.parametrize("spec, ipc, expected", [
+    (CIFAR10, 1, (2, 1, 1, 1)),  # 2 x 5,514 floats, then one full-size single-channel basis per class
+    (CIFAR10, 10, (5, 9, 3, 1)), (CIFAR10, 50, (5, 49, 3, 1)), (FASHION_MNIST, 10, (5, 9, 1, 1))])
+def test_default_strict_sizes_stay_within_budget(spec, ipc, expected):
     sizes = default_haba_sizes(spec, ipc, "strict")
-    assert sizes.hallucinators == 5 and sum(haba_floats(spec, sizes)) <= spec.budget_floats(ipc)
+    bases, hallucinators = haba_floats(spec, sizes)
+    assert (sizes.hallucinators, sizes.bases_per_class, sizes.base_channels, sizes.base_downsample) == expected
+    assert bases + hallucinators <= spec.budget_floats(ipc) and hallucinators <= spec.budget_floats(ipc) / 2
 
 
 def test_impossible_or_over_budget_sizes_are_refused(gray_spec):
@@ -197,8 +203,9 @@ def test_evaluation_epochs_draw_fresh_hallucinators(rgb_spec):
     assert first.labels.tolist() == second.labels.tolist() == sorted([0, 1, 2] * nb)
     assert not torch.equal(first.images, second.images)
     with torch.no_grad():  # every image is its basis through one of the hallucinators
-        every = torch.stack([container.hallucinate(container.bases.flatten(0, 1), k) for k in range(5)])  # (n_h, B, ...)
-        assert all(any(torch.allclose(first.images[i], every[k, i]) for k in range(5)) for i in range(3 * nb))
+        n_h = container.sizes.hallucinators
+        every = torch.stack([container.hallucinate(container.bases.flatten(0, 1), k) for k in range(n_h)])  # (n_h, B, ...)
+        assert all(any(torch.allclose(first.images[i], every[k, i]) for k in range(n_h)) for i in range(3 * nb))
 
 
 def test_single_channel_bases_start_as_the_channel_mean(rgb_spec):

@@ -162,6 +162,10 @@ class Container(nn.Module):
         """Every stored number (whatever its dtype) needed to regenerate the images."""
         return sum(p.numel() for p in self.parameters())
 
+    def floats_per_part(self) -> dict[str, int]:
+        """Stored floats by part (results.json's split of the budget); by parameter unless a container groups them."""
+        return {name: p.numel() for name, p in self.named_parameters()}
+
     def stored_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.parameters())
 
