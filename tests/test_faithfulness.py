@@ -198,3 +198,56 @@ def test_habas_strict_sizing_keeps_class_content_and_results_report_the_split(tm
                                 progress=False, evaluate=False))
     split = results["stored_floats_by_part"]
     assert set(split) == {"bases", "hallucinators"} and sum(split.values()) == results["stored_floats"]
+
+
+# 7 ---------------------------------------------------------------------------------------------------------
+def test_aum_trains_as_long_as_the_validation_protocol(monkeypatch):
+    """Before: 50 epochs at batch 256 whatever the protocol (50 SGD steps for 130 images). Now the protocol's
+    own training (steps or epochs, batch, lr, schedule), margins recorded after every epoch; a setting."""
+    from condensation import pruning
+    from condensation.containers import create_container
+    from tests.conftest import tiny_real
+
+    real, preprocessing = tiny_real(DIGITS)
+    container = create_container("hmn", DIGITS, 4, preprocessing, dataset_channels=2, feature_channels=3,
+                                 class_channels=1, instance_channels=1, decoder_width=4, over_budget=0.5)
+    container.initialize(real, torch.Generator().manual_seed(0))
+    seen = {}
+
+    def spy(container, settings, generator, device="cpu", network="convnet", augment=None):
+        seen["settings"], seen["augment"] = settings, augment
+        return torch.zeros(container.total_generated())
+
+    monkeypatch.setattr(pruning, "aum_scores", spy)
+    protocol = get_protocol("cpu")
+    pruning.score_container(container, pruning.PruningConfig(), protocol, torch.Generator(), "cpu")
+    settings = seen["settings"]
+    assert (settings.steps, settings.batch_size, settings.learning_rate, settings.schedule) == (200, 128, 0.01, "step_half")
+    assert settings.cutmix_probability == 0.0 and seen["augment"] is not None
+    hmn = get_protocol("hmn", epochs=7)
+    pruning.score_container(container, pruning.PruningConfig(), hmn, torch.Generator(), "cpu")
+    assert (seen["settings"].epochs, seen["settings"].batch_size, seen["settings"].schedule) == (7, 64, "cosine")
+    assert seen["augment"].config.mode == "idc"  # the protocol's own augmentation
+    pruning.score_container(container, pruning.PruningConfig(aum_epochs=3), protocol, torch.Generator(), "cpu")
+    assert (seen["settings"].epochs, seen["settings"].steps) == (3, 0)
+
+
+def test_aum_averages_one_margin_per_epoch_of_the_run():
+    from condensation.containers import create_container
+    from condensation.engine.train import TrainSettings
+    from condensation.pruning import aum_scores
+    from tests.conftest import tiny_real
+
+    real, preprocessing = tiny_real(DIGITS)
+    container = create_container("pixels", DIGITS, 5, preprocessing)
+    container.initialize(real, torch.Generator().manual_seed(0))
+    calls = []
+    import condensation.pruning as pruning_module
+    original = pruning_module.margins
+    pruning_module.margins = lambda logits, labels: calls.append(len(labels)) or original(logits, labels)
+    try:  # 15 images, batch 4 with a 12-step budget: 3 full batches per epoch -> 4 epochs
+        aum_scores(container, TrainSettings(steps=12, batch_size=4), torch.Generator().manual_seed(0),
+                   network="convnet_w32")
+    finally:
+        pruning_module.margins = original
+    assert calls == [15] * 4

@@ -128,4 +128,4 @@ def test_pruning_settings_are_validated():
     with pytest.raises(ConfigError, match="beta_grid"):
         PruningConfig(beta_grid=(0.0, 1.5))
     with pytest.raises(ConfigError, match="aum_epochs"):
-        PruningConfig(aum_epochs=0)
+        PruningConfig(aum_epochs=-1)

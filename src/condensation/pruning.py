@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from .data.datasets import Dataset
 from .data.augment import flips_allowed
 from .engine.train import TrainSettings, make_evaluation_augment, train_network
 from .errors import BudgetError, ConfigError
-from .evaluation.evaluate import evaluate_container
+from .evaluation.evaluate import evaluate_container, train_settings
 from .evaluation.protocols import Protocol, get_protocol
 from .objectives.base import seeded_network
 from .registry import Registry, build_config
@@ -32,10 +33,14 @@ POST_CONDENSE: Registry = Registry("post-condensation step")
 class PruningConfig:
     beta_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     aum_network: str = "convnet"
-    aum_epochs: int = 50  # AUM averages the margin over these epochs of training on the generated set
+    # AUM averages each image's margin over the epochs of one training run on the generated set. 0: the run
+    # is as long as the validation protocol's (its steps or epochs, batch size, learning rate, schedule,
+    # momentum, weight decay; no CutMix, so that every image keeps its one label); > 0: this many epochs at
+    # aum_batch_size and aum_learning_rate with a cosine schedule
+    aum_epochs: int = 0
     aum_batch_size: int = 256
     aum_learning_rate: float = 0.01
-    aum_augmentation: bool = True  # DSA while training the AUM network (as evaluation trains)
+    aum_augmentation: bool = True  # the protocol's augmentation while training the AUM network
     validation_protocol: str = ""  # protocol of the beta search; "": the run's own protocol
     validation_networks: int = 2  # networks per beta (the same seeds for every beta: a paired comparison)
 
@@ -43,8 +48,8 @@ class PruningConfig:
         object.__setattr__(self, "beta_grid", tuple(float(b) for b in self.beta_grid))  # JSON gives lists
         if not self.beta_grid or any(not 0.0 <= b <= 1.0 for b in self.beta_grid):
             raise ConfigError(f"beta_grid needs values in [0, 1], got {list(self.beta_grid)}")
-        if self.aum_epochs < 1 or self.validation_networks < 1:
-            raise ConfigError("aum_epochs and validation_networks must be >= 1")
+        if self.aum_epochs < 0 or self.validation_networks < 1:
+            raise ConfigError("aum_epochs must be >= 0 (0: as long as the protocol trains) and validation_networks >= 1")
 
 
 @dataclass
@@ -162,7 +167,7 @@ def hmn_after_condense(container: Container, dataset: Dataset, config, generator
         "beta": selection.beta, "validation_accuracy": {str(b): a for b, a in selection.accuracies.items()},
         "instances_per_class_before": before, "instances_per_class_after": pruned.generated_per_class(),
         "validation_protocol": protocol.name, "validation_networks": protocol.networks,
-        "aum_epochs": settings.aum_epochs,
+        "aum_training": dataclasses.asdict(aum_training(settings, protocol)),
     }
     return pruned
 
@@ -174,11 +179,17 @@ def score_container(container: Container, settings: PruningConfig, protocol: Pro
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """AUM of every generated image with ``settings``' training (DSA as ``protocol`` augments, if enabled)."""
     flip = flips_allowed(protocol.flip_rule, container.spec.flip_allowed)
-    augment = make_evaluation_augment("dsa" if settings.aum_augmentation else "none", protocol.augment_mode, flip,
-                                      protocol.augment_strategy)
-    aum_settings = TrainSettings(epochs=settings.aum_epochs, batch_size=settings.aum_batch_size,
-                                 learning_rate=settings.aum_learning_rate, schedule="cosine")
-    return aum_scores(container, aum_settings, generator, device, settings.aum_network, augment)
+    augment = make_evaluation_augment(protocol.augmentation if settings.aum_augmentation else "none",
+                                      protocol.augment_mode, flip, protocol.augment_strategy)
+    return aum_scores(container, aum_training(settings, protocol), generator, device, settings.aum_network, augment)
+
+
+def aum_training(settings: PruningConfig, protocol: Protocol) -> TrainSettings:
+    """How long and how the AUM network trains: the protocol's training (``aum_epochs`` = 0) or fixed epochs."""
+    if settings.aum_epochs == 0:
+        return dataclasses.replace(train_settings(protocol), cutmix_probability=0.0)
+    return TrainSettings(epochs=settings.aum_epochs, batch_size=settings.aum_batch_size,
+                         learning_rate=settings.aum_learning_rate, schedule="cosine")
 
 
 def _validation_protocol(config, settings: PruningConfig) -> Protocol:
