@@ -1,4 +1,5 @@
-"""Trajectory matching: the functional network, the loss, 'constant' == 'unrolled', engine determinism."""
+"""Trajectory matching: the functional network, the loss, 'recompute' == 'unrolled', TESLA's gradient, engine
+determinism."""
 from __future__ import annotations
 
 import hashlib
@@ -81,7 +82,7 @@ def test_loss_is_zero_when_the_student_lands_on_the_target(tmp_path, experts):
     assert far.loss(container, real, [0, 1, 2], torch.Generator().manual_seed(0)).item() > 0.1
 
 
-@pytest.mark.parametrize("memory", ["unrolled", "constant"])
+@pytest.mark.parametrize("memory", ["unrolled", "recompute", "tesla"])
 def test_gradient_reaches_the_container_and_the_step_size(experts, memory):
     container, real = make_container("pixels")
     objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=3, memory=memory)
@@ -93,10 +94,10 @@ def test_gradient_reaches_the_container_and_the_step_size(experts, memory):
 
 
 @pytest.mark.parametrize("container_name", CONTAINERS.names())  # every registered container
-def test_constant_memory_gives_the_unrolled_gradients(experts, container_name):
+def test_recompute_memory_gives_the_unrolled_gradients(experts, container_name):
     """float64, DSA on, mini-batches smaller than the set: container and step-size gradients agree."""
     results = {}
-    for memory in ("unrolled", "constant"):
+    for memory in ("unrolled", "recompute"):
         container, real = make_container(container_name, torch.float64)
         objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=5, batch_syn=4, max_start_epoch=2,
                                      memory=memory)
@@ -104,12 +105,75 @@ def test_constant_memory_gives_the_unrolled_gradients(experts, container_name):
         generator = torch.Generator().manual_seed(11)
         loss = float(objective.backward(container, real, [0, 1, 2], generator))
         results[memory] = (loss, [p.grad for p in container.parameters()], objective.syn_lr.grad, generator.get_state())
-    (loss_u, grads_u, lr_u, state_u), (loss_c, grads_c, lr_c, state_c) = results["unrolled"], results["constant"]
+    (loss_u, grads_u, lr_u, state_u), (loss_c, grads_c, lr_c, state_c) = results["unrolled"], results["recompute"]
     assert loss_u == pytest.approx(loss_c, rel=1e-12)
     for unrolled, constant in zip(grads_u, grads_c):
         assert float((unrolled - constant).norm() / unrolled.norm()) < 1e-5
     assert float((lr_u - lr_c).abs() / lr_u.abs()) < 1e-5
     assert torch.equal(state_u, state_c)  # both leave the run generator in the same state
+
+
+def _tesla_reference(objective, container, generator):
+    """Autograd of L(theta_0 - alpha sum_i g_i(sg(theta_i), X_i)): TESLA's loss with the student's path fixed."""
+    from condensation.objectives.trajectory import matching_loss
+
+    episode = objective._episode(container, generator)
+    theta, summed = episode.start, 0
+    for indices in episode.steps:
+        images, labels = objective._batch(container, indices, generator)
+        gradient = objective.functional.gradient(theta.detach().requires_grad_(True), images, labels, create_graph=True)
+        summed = summed + gradient
+        theta = theta.detach() - objective.syn_lr.detach() * gradient.detach()
+    loss = matching_loss(episode.start - objective.syn_lr * summed, episode.start, episode.target)
+    loss.backward()
+    return float(loss.detach())
+
+
+@pytest.mark.parametrize("container_name", ["pixels", "factorization", "hmn"])
+def test_tesla_gives_the_gradient_of_the_path_fixed_loss(experts, container_name):
+    """TESLA drops the terms through dg_i/dtheta_i: its gradient is that of the loss with the student's
+    path held fixed (exact there), and equals the unrolled gradient for one student step."""
+    results = {}
+    for memory in ("tesla", "reference"):
+        container, real = make_container(container_name, torch.float64)
+        objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=4, batch_syn=4, max_start_epoch=2,
+                                     memory="tesla")
+        objective.syn_lr = torch.nn.Parameter(objective.syn_lr.detach().double())
+        generator = torch.Generator().manual_seed(11)
+        if memory == "tesla":
+            loss = float(objective.backward(container, real, [0, 1, 2], generator))
+        else:
+            loss = _tesla_reference(objective, container, generator)
+        results[memory] = (loss, [p.grad for p in container.parameters()], objective.syn_lr.grad)
+    (loss_t, grads_t, lr_t), (loss_r, grads_r, lr_r) = results["tesla"], results["reference"]
+    assert loss_t == pytest.approx(loss_r, rel=1e-12)
+    for tesla, reference in zip(grads_t, grads_r):
+        if reference is None:
+            assert tesla is None or float(tesla.abs().sum()) == 0
+            continue
+        assert float((tesla - reference).norm() / reference.norm()) < 1e-9
+    assert float((lr_t - lr_r).abs() / lr_r.abs()) < 1e-9
+
+
+def test_tesla_equals_the_unrolled_gradient_for_one_step_only(experts):
+    def gradients(memory, steps):
+        container, real = make_container("pixels", torch.float64)
+        objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=steps, batch_syn=6, memory=memory)
+        objective.syn_lr = torch.nn.Parameter(objective.syn_lr.detach().double())
+        objective.backward(container, real, [0, 1, 2], torch.Generator().manual_seed(4))
+        return container.images.grad, objective.syn_lr.grad
+
+    for steps, same in ((1, True), (4, False)):
+        (tesla, tesla_lr), (unrolled, unrolled_lr) = gradients("tesla", steps), gradients("unrolled", steps)
+        difference = float((tesla - unrolled).norm() / unrolled.norm())
+        assert (difference < 1e-9) == same, (steps, difference)
+        if same:
+            torch.testing.assert_close(tesla_lr, unrolled_lr)
+
+
+def test_the_old_constant_mode_name_says_what_it_became(experts):
+    with pytest.raises(ConfigError, match="renamed 'recompute'"):
+        create_objective("mtt", SPEC, experts=str(experts), memory="constant")
 
 
 def test_checks_experts_against_the_run(experts, tmp_path):
@@ -129,7 +193,7 @@ def test_checks_experts_against_the_run(experts, tmp_path):
 
 
 @pytest.mark.parametrize("container_name", ["pixels", "multi_formation"])
-@pytest.mark.parametrize("memory", ["unrolled", "constant"])
+@pytest.mark.parametrize("memory", ["unrolled", "recompute", "tesla"])
 def test_engine_run_is_deterministic(experts, container_name, memory):
     def run():
         container, real = make_container(container_name)
@@ -151,7 +215,7 @@ def test_resumed_run_finishes_like_an_uninterrupted_one(experts, tmp_path):
     """The learned step size and its momentum travel through the engine's checkpoint."""
     def setup():
         container, real = make_container("pixels")
-        objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=2, memory="constant", lr_lr=1e-3)
+        objective = create_objective("mtt", SPEC, experts=str(experts), syn_steps=2, memory="recompute", lr_lr=1e-3)
         return container, objective, real
 
     checkpoint = tmp_path / "checkpoint.pt"

@@ -6,8 +6,10 @@ generated batches with a learned step size alpha (``syn_lr``); the loss is
 
     ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2.
 
-``memory='unrolled'`` keeps the graph of all N steps (MTT). ``memory='constant'`` gives the same gradient
-with the graph of one step at a time (TESLA's idea, Cui et al. 2023, made exact): with
+Three ways to get the gradient (``memory``):
+
+``'unrolled'`` keeps the graph of all N steps (MTT). ``'recompute'`` gives the same gradient with the graph
+of one step at a time and N parameter snapshots (TESLA's idea, Cui et al. 2023, made exact): with
 theta_{i+1} = theta_i - alpha g_i(theta_i, X_i) and a_i = dL/dtheta_i,
 
     a_N = 2 (theta_N - theta*) / D,   a_i = a_{i+1} - alpha H_i a_{i+1}   (H_i = dg_i/dtheta_i, an HVP)
@@ -17,8 +19,16 @@ A forward pass without graph stores the N flat parameter vectors (N x P floats, 
 step's batch indices and generator state; a backward sweep then rebuilds one step's graph at a time, from
 the same images, and applies the three formulas above with one double-backward call per step. Measured on
 Fashion-MNIST (ConvNet-3, P = 317,706, IPC 1, N = 20, one CPU core): 'unrolled' peaks 290-390 MiB above a
-one-step run, 'constant' at no measurable extra (its 20 snapshots are 25 MiB); the times were within the noise
-of a loaded machine (6-9 s per iteration each; 'constant' does one extra forward and first-order backward).
+one-step run, 'recompute' at no measurable extra (its 20 snapshots are 25 MiB); the times were within the noise
+of a loaded machine (6-9 s per iteration each; 'recompute' does one extra forward and first-order backward).
+
+``'tesla'`` is TESLA's gradient (justincui03/tesla distill.py; Cui et al. 2023, section 3): writing
+theta_N = theta_0 - alpha sum_i g_i, it takes dL/dX_i = -alpha (dg_i/dX_i)^T dL/dtheta_N and
+dL/dalpha = -sum_i g_i . dL/dtheta_N, i.e. the exact gradient of L(theta_0 - alpha sum_i g_i(sg(theta_i), X_i))
+with the student's path held fixed (sg: stop-gradient). It drops the terms through H_i = dg_i/dtheta_i, so it
+equals the unrolled gradient only for N = 1. Memory is constant in N: one forward pass without graph gives
+theta_N (nothing kept but each step's generator state), a second pass replays the same steps and
+back-propagates each step's graph alone. Two forwards and one first-order backward per step.
 """
 from __future__ import annotations
 
@@ -79,7 +89,7 @@ def trainable(module: nn.Module) -> list[torch.Tensor]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
-MEMORY_MODES = ("unrolled", "constant")
+MEMORY_MODES = ("unrolled", "recompute", "tesla")
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,9 @@ class TrajectoryMatchingConfig:
     min_syn_lr: float = 0.001  # alpha is clamped to >= this after every iteration (HaBa's clip)
     dsa: bool = True  # DSA, single mode, a fresh draw per step and per image (not siamese)
     flip_rule: str = "always"  # MTT distill.py: the full DSA string for every dataset
-    memory: str = "unrolled"  # "unrolled" (MTT) or "constant" (one step's graph at a time, same gradient)
+    # "unrolled" (MTT), "recompute" (one step's graph at a time + N snapshots, same gradient), "tesla" (TESLA's
+    # first-order gradient, memory constant in N)
+    memory: str = "unrolled"
 
 
 @dataclass
@@ -203,6 +215,8 @@ class TrajectoryMatching(Objective):
     def backward(self, container, real, classes, generator):
         if self.config.memory == "unrolled":
             return super().backward(container, real, classes, generator)
+        if self.config.memory == "tesla":
+            return self._backward_tesla(container, generator)
         self._check_preprocessing(container)
         episode = self._episode(container, generator)
         alpha = float(self.syn_lr.detach())
@@ -235,6 +249,34 @@ class TrajectoryMatching(Objective):
             snapshots[i] = None
         return loss.detach()
 
+    def _backward_tesla(self, container, generator):
+        """TESLA's gradient with memory constant in N (see the module docstring)."""
+        self._check_preprocessing(container)
+        episode = self._episode(container, generator)
+        alpha = float(self.syn_lr.detach())
+        states, theta, summed = [], episode.start, torch.zeros_like(episode.start)
+        for indices in episode.steps:  # pass 1: theta_N, keeping only each step's generator state
+            states.append(generator.get_state())
+            with torch.no_grad():
+                images, labels = self._batch(container, indices, generator)
+            gradient = self.functional.gradient(theta.detach().requires_grad_(True), images, labels, create_graph=False)
+            summed += gradient
+            theta = theta - alpha * gradient
+        loss = matching_loss(theta, episode.start, episode.target)
+        adjoint = 2 * (theta - episode.target) / (episode.start - episode.target).pow(2).sum()  # dL/dtheta_N
+        parameters, replay, theta = trainable(container), torch.Generator(), episode.start
+        for i, indices in enumerate(episode.steps):  # pass 2: the same steps, one graph at a time
+            replay.set_state(states[i])
+            images, labels = self._batch(container, indices, replay)
+            leaf = theta.detach().requires_grad_(True)
+            gradient = self.functional.gradient(leaf, images, labels, create_graph=True)
+            torch.autograd.backward(-alpha * (gradient * adjoint).sum(), inputs=parameters)
+            theta = theta - alpha * gradient.detach()
+        step_size_gradient = -(summed * adjoint).sum()
+        self.syn_lr.grad = step_size_gradient.to(self.syn_lr.dtype) if self.syn_lr.grad is None else \
+            self.syn_lr.grad + step_size_gradient.to(self.syn_lr.dtype)
+        return loss.detach()
+
     @torch.no_grad()
     def end_iteration(self, container, real, generator):
         self.syn_lr.clamp_(min=self.config.min_syn_lr)
@@ -258,6 +300,9 @@ def _validate(config: TrajectoryMatchingConfig) -> None:
     if not config.experts:
         raise ConfigError("objective 'mtt' needs experts: a directory written by `condense experts` "
                           "(e.g. --objective-set experts=runs/experts)")
+    if config.memory == "constant":
+        raise ConfigError("mtt memory 'constant' was renamed 'recompute' (it keeps N parameter snapshots); "
+                          "'tesla' is the mode whose memory does not grow with N")
     if config.memory not in MEMORY_MODES:
         raise ConfigError(f"mtt memory must be one of: {', '.join(MEMORY_MODES)}; got '{config.memory}'")
     for name in ("syn_steps", "expert_epochs", "max_start_epoch"):
