@@ -14,7 +14,8 @@ mkdir -p "$OUT"
 run() {  # run NAME ARGS...: one distill into $OUT/NAME unless it already finished
   local name=$1; shift
   if [ -f "$OUT/$name/results.json" ]; then echo "skip $name (done)"; return; fi
-  local resume=""; [ -f "$OUT/$name/checkpoint.pt" ] && resume="--resume"
+  local resume=""  # a killed row resumes from its checkpoint, its pruning step or its evaluation
+  for stage in checkpoint.pt post_condense.json metadata.json; do [ -f "$OUT/$name/$stage" ] && resume="--resume"; done
   echo "=== $name: condense distill $* $resume"
   # --protocol cpu: since recipes carry their papers' protocols, the CPU protocol is named on every row
   /usr/bin/time -f "$name wall %e s" $CONDENSE distill --dataset fashion_mnist --data-root "$DATA" --out "$OUT/$name" --protocol cpu --quiet $resume "$@"

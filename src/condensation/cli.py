@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
-from .errors import CondensationError
+from .errors import CondensationError, Interrupted
 
 
 def _key_values(pairs: list[str] | None, flag: str) -> dict:
@@ -107,11 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import tune_process
 
     tune_process()
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM as Ctrl-C: stop cleanly, say how to resume
     try:
         return COMMANDS[args.command](args)
+    except Interrupted as error:
+        print(f"condense: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        hint = " (rerun the same command with --resume to continue from the last checkpoint or artifact)" \
+            if args.command == "distill" else ""
+        print(f"condense: interrupted{hint}", file=sys.stderr)
+        return 130
     except CondensationError as error:
         print(f"condense: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(number, frame):
+    raise KeyboardInterrupt
 
 
 def _distill(args) -> int:
@@ -259,28 +275,23 @@ def _experts(args) -> int:
 
 
 def _report(args) -> int:
-    from pathlib import Path
+    from .artifacts import load_results
 
-    rows = []
-    for run in args.runs:
-        path = Path(run) / "results.json"
-        if not path.exists():
-            raise CondensationError(f"'{run}' has no results.json (unfinished or not evaluated)")
-        rows.append(json.loads(path.read_text()))
-    print(markdown_table(rows))
+    print(markdown_table([load_results(run) for run in args.runs]))  # each file checked before use
     return 0
 
 
 def markdown_table(rows: list[dict]) -> str:
     """One row per run: what it stored, what it generated, what it scored, under which protocol."""
-    lines = ["| recipe | container | objective | IPC | iterations | stored floats (ratio to B) | images/class | "
-             "accuracy % (mean ± std, n) | random real % (draws) | protocol | distill s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | dataset | seed | container | objective | IPC | iterations | stored floats (ratio to B) | "
+             "images/class | accuracy % (mean ± std, n) | random real % (draws) | protocol | distill s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         accuracy = "; ".join(f"{name}: {a['mean']:.2f} ± {a['std']:.2f} (n={a['n']})" for name, a in r["accuracy"].items()) or "-"
         baseline = r.get("random_baseline")
         baseline_text = f"{baseline['mean']:.2f} ± {baseline['std']:.2f} ({len(baseline['draws'])})" if baseline else "-"
-        lines.append(f"| {r['recipe']} | {r['container']} | {r['objective'] or '-'} | {r['ipc']} | {r.get('iterations', '-')} | "
+        lines.append(f"| {r['recipe']} | {r['dataset']} | {r['seed']} | {r['container']} | {r['objective'] or '-'} | "
+                     f"{r['ipc']} | {r.get('iterations', '-')} | "
                      f"{r['stored_floats']:,} ({r['budget_ratio']:.3f}) | {r['generated_images_per_class']} | {accuracy} | "
                      f"{baseline_text} | {r['protocol']['name']} | {r['wall_clock_seconds']['distill']:.0f} |")
     return "\n".join(lines)

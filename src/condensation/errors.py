@@ -19,3 +19,11 @@ class ArtifactError(CondensationError):
 
 class DataError(CondensationError):
     """A dataset root is missing or malformed."""
+
+
+class NumericalError(CondensationError, FloatingPointError):
+    """A run diverged (NaN or infinite loss or values); the message names the iteration and what to change."""
+
+
+class Interrupted(CondensationError):
+    """Ctrl-C or SIGTERM stopped a run at a safe point; the message says how to resume."""

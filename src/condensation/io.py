@@ -6,6 +6,11 @@ import json
 import os
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per directory is then the user's to keep
+    fcntl = None
+
 import torch
 from safetensors.torch import save_file
 
@@ -25,8 +30,13 @@ def replace_synced(temporary: Path, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def temporary_name(path: Path) -> Path:
+    """A sibling name no other process uses (two writers never share one temporary file)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = temporary_name(path)
     temporary.write_bytes(data)
     replace_synced(temporary, path)
 
@@ -36,6 +46,50 @@ def atomic_write_json(path: Path, payload, indent: int = 2) -> None:
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = temporary_name(path)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temporary))
     replace_synced(temporary, path)
+
+
+class DirectoryLock:
+    """One writer per run directory: an exclusive ``flock`` on DIR/.lock, held while the run works and
+    released by the kernel when the process ends, however it ends (a killed run leaves no stale lock).
+    The file holds the owner's process id, for the message a second process gets."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.handle = None
+
+    def __enter__(self) -> "DirectoryLock":
+        from .errors import ConfigError
+
+        self.created = not self.directory.exists()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return self
+        self.handle = open(self.directory / ".lock", "a+")
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            owner = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            self.handle = None
+            raise ConfigError(f"'{self.directory}' is in use by another condense process (pid {owner}); wait for it "
+                              "to finish or choose another --out") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is None:
+            return
+        # a run that failed before writing anything leaves no directory behind (only if it made it)
+        if self.created and {p.name for p in self.directory.iterdir()} == {".lock"}:
+            (self.directory / ".lock").unlink()
+            self.directory.rmdir()
+        fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+        self.handle.close()
+        self.handle = None

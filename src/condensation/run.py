@@ -15,13 +15,16 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .recipes import tomllib
 from .artifacts import atomic_write_json, is_artifact, load_artifact, save_artifact
 from .containers import create_container
 from .data import Preprocessing, load_dataset
+from .engine.checkpoint import fingerprint_of_checkpoint
 from .engine.condense import LoopConfig, OptimizerConfig, condense
 from .engine.real import RealPool
 from .errors import ConfigError
 from .evaluation import AccuracySummary, evaluate_container, get_protocol
+from .io import DirectoryLock
 from .networks import NETWORKS, create_network
 from .objectives import create_objective
 from .pruning import POST_CONDENSE
@@ -63,22 +66,25 @@ class RunConfig:
     progress: bool = True
     precision: str = "fp32"  # "bf16": no-gradient forwards (real features/gradients, test accuracy) in bfloat16
     time_limit: str | float | None = None  # condensation wall clock: seconds, or "90s", "20m", "1.5h"
+    allow_repeated_images: bool = False  # True: an IPC above a class's image count samples with replacement
 
 
 def load_run_config(path: str | Path, **overrides) -> RunConfig:
     """A JSON or TOML file of RunConfig keys (unknown keys are refused), then overrides."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file '{path}' does not exist")
-    if path.suffix == ".toml":
-        import tomllib
-
-        values = tomllib.loads(path.read_text())
-    else:
-        values = json.loads(path.read_text())
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist (or is not a file)")
+    if path.suffix not in (".toml", ".json"):
+        raise ConfigError(f"config file '{path}' must be .toml or .json, got '{path.suffix or 'no suffix'}'")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # TOML and JSON syntax errors are ValueErrors
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"config file '{path}' is not valid {path.suffix[1:].upper()}: {first}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file '{path}' must hold a table of settings, got {type(values).__name__}")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if "architectures" in values and values["architectures"] is not None:
-        values["architectures"] = tuple(values["architectures"])
     return build_config(RunConfig, values, "run")
 
 
@@ -172,6 +178,19 @@ def plan_run(config: RunConfig) -> Plan:
                               f"container '{container_name}' cannot do; use one of: {', '.join(able)}")
     if config.random_baseline_draws < 1:
         raise ConfigError("random_baseline_draws must be >= 1")
+    if config.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {config.seed}")
+    if config.checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every must be >= 0 (0: never), got {config.checkpoint_every}")
+    if not 0.0 <= config.validation_fraction < 1.0:
+        raise ConfigError(f"validation_fraction must be in [0, 1), got {config.validation_fraction}")
+    if config.budget_ratio < 1.0:
+        raise ConfigError(f"budget_ratio must be >= 1 (it only allows explicit over-budget states), got {config.budget_ratio}")
+    if config.learning_rate is not None and not config.learning_rate > 0:
+        raise ConfigError(f"learning_rate must be > 0, got {config.learning_rate}")
+    if config.post_condense_settings and recipe.post_condense is None:
+        raise ConfigError(f"recipe '{recipe.name}' has no post-condensation step; --post-condense-set "
+                          f"{', '.join(config.post_condense_settings)} would do nothing")
     preprocessing = config.preprocessing or recipe.preprocessing
     Preprocessing(preprocessing)  # validates the name
     check_precision(config.precision)
@@ -235,69 +254,135 @@ def fingerprint(config: RunConfig) -> str:
 
 
 def distill(config: RunConfig, resume: bool = False) -> dict:
-    """Condense, save the artifact, evaluate; returns (and writes) results.json's content."""
+    """Condense, save the artifact, evaluate; returns (and writes) results.json's content.
+
+    The run directory is held by one process at a time (``DirectoryLock``) and moves through stages:
+    checkpoint.pt while condensing; over_budget/ + post_condense.json before a post-condensation step (HMN's
+    pruning); the artifact (metadata.json last); results.json last of all. ``resume`` continues from whatever
+    stage a killed run reached, with the same configuration; without it, a directory holding any stage is
+    refused rather than overwritten or silently restarted."""
     plan = plan_run(config)
     tune_process()
     if plan.recipe.fallback:
         print(f"condense: note: {plan.recipe.fallback}", file=sys.stderr)
     out = Path(config.out) if config.out else _default_out(config, resume)
-    if is_artifact(out) and not resume:
-        raise ConfigError(f"'{out}' already holds a finished artifact; choose another --out (nothing was changed)")
+    with DirectoryLock(out):
+        return _distill_in(out, config, plan, resume)
+
+
+def run_stage(out: Path, run_fingerprint: str, resume: bool) -> str:
+    """What a run into ``out`` does: "fresh", "condense" (resume the checkpoint), "post_condense", "evaluate"
+    (the artifact exists, its evaluation did not finish) or "done". Refuses anything that would overwrite a
+    finished run, mix two configurations, or silently start over."""
+    if (out / "results.json").exists():
+        stage = "done"
+    elif is_artifact(out):
+        stage = "evaluate"
+    elif (out / POST_CONDENSE_STATE).exists() and is_artifact(out / "over_budget"):
+        stage = "post_condense"
+    elif (out / "checkpoint.pt").exists():
+        stage = "condense"
+    else:
+        stage = "fresh"
+    if not resume:
+        if stage == "done":
+            raise ConfigError(f"'{out}' already holds a finished artifact; choose another --out (nothing was changed)")
+        if stage != "fresh":
+            what = {"evaluate": "an artifact whose evaluation did not finish",
+                    "post_condense": "a condensed container waiting for its post-condensation step",
+                    "condense": "the checkpoint of an unfinished run"}[stage]
+            raise ConfigError(f"'{out}' holds {what}; pass --resume to continue it, or delete the directory (or "
+                              "choose another --out) to start over")
+        return stage
+    if stage == "fresh":
+        raise ConfigError(f"nothing to resume in '{out}' (no checkpoint, no artifact); run without --resume to start")
+    stored = _stored_fingerprint(out, stage)
+    if stored != run_fingerprint:
+        raise ConfigError(f"'{out}' holds a run of another configuration; --resume needs the same settings "
+                          "(nothing was changed)")
+    return stage
+
+
+POST_CONDENSE_STATE = "post_condense.json"
+
+
+def _stored_fingerprint(out: Path, stage: str) -> str | None:
+    if stage == "condense":
+        return fingerprint_of_checkpoint(out / "checkpoint.pt")
+    path = out / POST_CONDENSE_STATE if stage == "post_condense" else out / "metadata.json"
+    try:
+        return json.loads(path.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        raise ConfigError(f"'{path}' is unreadable; delete the directory (or choose another --out) to start over") from None
+
+
+def check_dataset_for_run(dataset, config: RunConfig) -> None:
+    """Inputs that cannot give a meaningful result: fewer than two classes, a class without test images, or
+    an IPC above what the smallest class holds (unless repeats are allowed)."""
+    spec = dataset.spec
+    if spec.num_classes < 2:
+        raise ConfigError(f"dataset '{dataset.name}' has {spec.num_classes} class; condensation needs at least two")
+    train_counts = torch.bincount(dataset.train.labels, minlength=spec.num_classes)
+    test_counts = torch.bincount(dataset.test.labels, minlength=spec.num_classes)
+    for counts, split in ((train_counts, "training"), (test_counts, "test")):
+        empty = [spec.class_names[c] for c in range(spec.num_classes) if counts[c] == 0]
+        if empty:
+            raise ConfigError(f"class(es) {', '.join(map(repr, empty))} of '{dataset.name}' have no {split} images")
+    smallest = int(train_counts.min())
+    if config.ipc > smallest and not config.allow_repeated_images:
+        name = spec.class_names[int(train_counts.argmin())]
+        raise ConfigError(f"ipc {config.ipc} exceeds the {smallest} training images of class '{name}' (after the "
+                          "validation split): lower --ipc, or set allow_repeated_images = true to sample with "
+                          "replacement")
+
+
+def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
+    run_fingerprint = fingerprint(config)
+    stage = run_stage(out, run_fingerprint, resume)
+    if stage == "done":
+        print(f"condense: '{out}' has already finished; its results are unchanged", file=sys.stderr)
+        return json.loads((out / "results.json").read_text())
     dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction)
+    check_dataset_for_run(dataset, config)
     for architecture in plan.architectures:  # a network that cannot take these images fails now, not after hours
         create_network(architecture, dataset.spec)
-    preprocessing = Preprocessing(plan.preprocessing).fit(dataset.train.images)
-    container = create_container(plan.container_name, dataset.spec, config.ipc, preprocessing, **plan.container_settings)
-    if container.over_budget_ratio > 1 and plan.recipe.post_condense is None:
-        raise ConfigError(f"container '{plan.container_name}' condenses over budget ({container.over_budget_ratio:g} x B) "
-                          f"and recipe '{plan.recipe.name}' has no step that brings it back; use --recipe hmn or "
-                          "--container-set over_budget=0")
-    container.check_budget(max(config.budget_ratio, container.over_budget_ratio))
-    objective = (create_objective(plan.objective_name, dataset.spec, plan.device, config.precision, **plan.objective_settings)
-                 if plan.objective_name and not plan.recipe.selection else None)
-    out.mkdir(parents=True, exist_ok=True)
-
-    generator = torch.Generator().manual_seed(config.seed)
     device = plan.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    real = RealPool(dataset.train, dataset.spec.num_classes, preprocessing, device)
-    container = container.to(device)
-    started = time.perf_counter()
-    iterations_done, stopped_by_time_limit = plan.iterations, False
-    if plan.recipe.selection:
-        SELECTIONS[plan.recipe.selection](container, real, generator)
-        losses = []
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    objective = (create_objective(plan.objective_name, dataset.spec, plan.device, config.precision, **plan.objective_settings)
+                 if plan.objective_name and not plan.recipe.selection else None)
+
+    if stage == "evaluate":  # condensed and saved; only the evaluation is left
+        artifact = load_artifact(out, device)
+        container, metadata = artifact.container, artifact.metadata
+        real = RealPool(dataset.train, dataset.spec.num_classes, container.preprocessing, device)
     else:
-        container.initialize(real, generator)
-        result = condense(
-            container, objective, real, plan.optimizer, LoopConfig(plan.iterations, config.checkpoint_every),
-            generator, checkpoint_path=out / "checkpoint.pt", resume=resume, fingerprint=fingerprint(config),
-            metrics_path=out / "metrics.jsonl", progress=config.progress, time_limit=plan.time_limit_seconds,
-        )
-        losses, iterations_done, stopped_by_time_limit = result.losses, result.iterations, result.stopped_by_time_limit
+        if stage == "post_condense":
+            container, record = _load_post_condense_state(out, device, generator)
+        else:
+            container, record = _condense_stage(out, config, plan, dataset, objective, generator, resume, run_fingerprint)
+        real = RealPool(dataset.train, dataset.spec.num_classes, container.preprocessing, device)
         if plan.recipe.post_condense is not None:
-            if container.over_budget_ratio > 1:  # kept so that pruning can be redone (other beta) without condensing
-                save_artifact(out / "over_budget", container, {
-                    **_run_metadata(config, plan, objective, losses, iterations_done), "stage": "before post-condensation"})
+            started = time.perf_counter()
             step_config = dataclasses.replace(config, protocol=plan.protocol.name,
                                               protocol_settings={k: v for k, v in plan.protocol.settings().items()
                                                                  if k != "name"},
                                               post_condense_settings=plan.post_condense_settings)
             container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, step_config, generator, device)
             container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
-    distill_seconds = time.perf_counter() - started
-    metadata = _run_metadata(config, plan, objective, losses, iterations_done)
+            record["seconds"] += time.perf_counter() - started
+        container.check_finite()
+        metadata = _run_metadata(config, plan, record, run_fingerprint)
+        save_artifact(out, container, metadata)
     objective_values = metadata["objective_values"]
-    save_artifact(out, container, metadata)
-    (out / "checkpoint.pt").unlink(missing_ok=True)
-
     results = {
         "recipe": plan.recipe.name, "container": plan.container_name, "objective": plan.objective_name,
         "container_settings": container.construction()["config"], "objective_settings": plan.objective_settings,
-        "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed, "iterations": iterations_done,
+        "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed, "iterations": metadata["iterations"],
         "iterations_planned": plan.iterations, "time_limit_seconds": plan.time_limit_seconds,
-        "stopped_by_time_limit": stopped_by_time_limit, "precision": config.precision,
+        "stopped_by_time_limit": metadata["stopped_by_time_limit"], "precision": config.precision,
         "protocol": plan.protocol.settings(),
         "recipe_settings": plan.settings, "recipe_settings_from": list(plan.recipe.settings_from or ()),
         "recipe_fallback": plan.recipe.fallback,
@@ -306,7 +391,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
         "budget_floats": container.budget_floats, "budget_ratio": container.stored_floats() / container.budget_floats,
         "generated_images_per_class": container.generated_per_class(),
         "generated_images_total": container.total_generated(),
-        "accuracy": {}, "wall_clock_seconds": {"distill": round(distill_seconds, 2), "evaluate": 0.0},
+        "accuracy": {}, "wall_clock_seconds": {"distill": round(metadata["distill_seconds"], 2), "evaluate": 0.0},
     }
     if config.evaluate:
         started = time.perf_counter()
@@ -315,23 +400,74 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
                                       precision=config.precision)
         results["accuracy"] = {k: dataclasses.asdict(v) for k, v in accuracy.items()}
         if config.random_baseline:
-            results["random_baseline"] = random_baseline(dataset, real, preprocessing, config, plan, device)
+            results["random_baseline"] = random_baseline(dataset, real, container.preprocessing, config, plan, device)
         results["wall_clock_seconds"]["evaluate"] = round(time.perf_counter() - started, 2)
     results.update(peak_memory_bytes=peak_memory_bytes(device), device=str(device), torch_version=torch.__version__,
                    library_version=__version__, python_version=platform.python_version())
     atomic_write_json(out / "results.json", results)
+    for leftover in ("checkpoint.pt", POST_CONDENSE_STATE):  # kept until now: a kill above resumes, not redoes
+        (out / leftover).unlink(missing_ok=True)
     return results
 
 
-def _run_metadata(config: RunConfig, plan: Plan, objective, losses: list[float], iterations_done: int) -> dict:
-    objective_values = {k: float(v) for k, v in (objective.artifact_tensors() if objective else {}).items()}
+def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective, generator, resume: bool,
+                    run_fingerprint: str) -> tuple:
+    """Build, initialize and condense (or select) the container; returns it and what the artifact records."""
+    preprocessing = Preprocessing(plan.preprocessing).fit(dataset.train.images)
+    container = create_container(plan.container_name, dataset.spec, config.ipc, preprocessing, **plan.container_settings)
+    if container.over_budget_ratio > 1 and plan.recipe.post_condense is None:
+        raise ConfigError(f"container '{plan.container_name}' condenses over budget ({container.over_budget_ratio:g} x B) "
+                          f"and recipe '{plan.recipe.name}' has no step that brings it back; use --recipe hmn or "
+                          "--container-set over_budget=0")
+    container.check_budget(max(config.budget_ratio, container.over_budget_ratio))
+    real = RealPool(dataset.train, dataset.spec.num_classes, preprocessing, plan.device)
+    container = container.to(plan.device)
+    started = time.perf_counter()
+    record = {"iterations": plan.iterations, "stopped_by_time_limit": False, "losses": [], "seconds": 0.0,
+              "objective_values": {}}
+    if plan.recipe.selection:
+        SELECTIONS[plan.recipe.selection](container, real, generator)
+        record["seconds"] = time.perf_counter() - started
+    else:
+        if config.iterations == 0:
+            print("condense: note: --iterations 0: the container is evaluated as initialized", file=sys.stderr)
+        container.initialize(real, generator)
+        result = condense(
+            container, objective, real, plan.optimizer, LoopConfig(plan.iterations, config.checkpoint_every),
+            generator, checkpoint_path=out / "checkpoint.pt", resume=resume, fingerprint=run_fingerprint,
+            metrics_path=out / "metrics.jsonl", progress=config.progress, time_limit=plan.time_limit_seconds,
+        )
+        record.update(iterations=result.iterations, stopped_by_time_limit=result.stopped_by_time_limit,
+                      losses=result.losses, seconds=result.seconds,
+                      objective_values={k: float(v) for k, v in objective.artifact_tensors().items()})
+    if plan.recipe.post_condense is not None and container.over_budget_ratio > 1:
+        # kept so that pruning can be redone (other beta) without condensing, and resumed after a kill
+        save_artifact(out / "over_budget", container, {
+            **_run_metadata(config, plan, record, run_fingerprint), "stage": "before post-condensation"})
+        atomic_write_json(out / POST_CONDENSE_STATE, {
+            "fingerprint": run_fingerprint, "generator_state": generator.get_state().tolist(),
+            **{k: record[k] for k in ("iterations", "stopped_by_time_limit", "losses", "seconds", "objective_values")}})
+    return container, record
+
+
+def _load_post_condense_state(out: Path, device, generator: torch.Generator) -> tuple:
+    """The condensed, over-budget container and the run's state as they were before the post-condensation step."""
+    state = json.loads((out / POST_CONDENSE_STATE).read_text())
+    generator.set_state(torch.tensor(state.pop("generator_state"), dtype=torch.uint8))
+    state.pop("fingerprint", None)
+    return load_artifact(out / "over_budget", device).container, state
+
+
+def _run_metadata(config: RunConfig, plan: Plan, record: dict, run_fingerprint: str) -> dict:
+    losses = record["losses"]
     return {
         "recipe": plan.recipe.name, "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed,
-        "config": _jsonable(dataclasses.asdict(config)),
-        "objective": {"name": plan.objective_name, "settings": plan.objective_settings} if objective else None,
-        "optimizer": dataclasses.asdict(plan.optimizer), "iterations": iterations_done,
-        "iterations_planned": plan.iterations, "precision": config.precision,
-        "objective_values": objective_values, "final_loss": losses[-1] if losses else None,
+        "config": _jsonable(dataclasses.asdict(config)), "fingerprint": run_fingerprint,
+        "objective": {"name": plan.objective_name, "settings": plan.objective_settings} if plan.objective_name else None,
+        "optimizer": dataclasses.asdict(plan.optimizer), "iterations": record["iterations"],
+        "iterations_planned": plan.iterations, "stopped_by_time_limit": record["stopped_by_time_limit"],
+        "distill_seconds": record["seconds"], "precision": config.precision,
+        "objective_values": record["objective_values"], "final_loss": losses[-1] if losses else None,
     }
 
 
@@ -371,7 +507,10 @@ def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=Non
     bfloat16)."""
     tune_process()
     torch_device = resolve_device(device)
-    artifact = load_artifact(path, torch_device)
+    if not is_artifact(path):
+        raise ConfigError(f"'{path}' holds no finished artifact (no metadata.json)")
+    with DirectoryLock(path):  # not while a distill is still writing it
+        artifact = load_artifact(path, torch_device)
     meta = artifact.metadata
     chosen = get_protocol(protocol, **protocol_settings)
     dataset = load_dataset(meta["dataset"], data_root or meta["config"].get("data_root"),

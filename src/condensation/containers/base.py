@@ -13,7 +13,7 @@ from torch import nn
 
 from ..data.datasets import DataSpec
 from ..data.preprocessing import Preprocessing
-from ..errors import BudgetError
+from ..errors import BudgetError, NumericalError
 from ..registry import Registry, build_config
 
 CONTAINERS: Registry[Callable[..., "Container"]] = Registry("container")
@@ -177,6 +177,13 @@ class Container(nn.Module):
     @property
     def budget_floats(self) -> int:
         return self.spec.budget_floats(self.images_per_class)
+
+    def check_finite(self) -> None:
+        """Refuse NaN or infinite stored values before they are saved as an artifact."""
+        bad = [name for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise NumericalError(f"the condensed container holds NaN or infinite values in {', '.join(bad)}; "
+                                 "nothing was saved: lower the learning rate (--lr) and start again")
 
     def check_budget(self, allowed_ratio: float = 1.0) -> None:
         """Refuse a container above ``allowed_ratio`` x B (over-budget states must be explicit)."""

@@ -20,7 +20,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:
         handle.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
         handle.flush()
@@ -36,7 +36,9 @@ def load_checkpoint(path: str | Path) -> dict:
     data = path.read_bytes()
     if not data.startswith(MAGIC):
         raise ArtifactError(f"'{path}' is not a condensation checkpoint")
-    header_end = data.index(b"\n", len(MAGIC))
+    header_end = data.find(b"\n", len(MAGIC))
+    if header_end < 0:
+        raise ArtifactError(f"checkpoint '{path}' is truncated or corrupted (no header)")
     digest, payload = data[len(MAGIC):header_end].decode(), data[header_end + 1:]
     if hashlib.sha256(payload).hexdigest() != digest:
         raise ArtifactError(f"checkpoint '{path}' is truncated or corrupted (checksum mismatch)")
@@ -45,3 +47,9 @@ def load_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as error:
         raise ArtifactError(f"checkpoint '{path}' holds objects other than tensors, numbers and containers; "
                             f"refused (nothing in it was run): {str(error).splitlines()[0]}") from None
+
+
+def fingerprint_of_checkpoint(path: str | Path) -> str | None:
+    """The run configuration a checkpoint belongs to (see run.fingerprint)."""
+    state = load_checkpoint(path)
+    return state.get("fingerprint") if isinstance(state, dict) else None

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Callable
 import torch
 
 from ..containers.base import Container
-from ..errors import ArtifactError, ConfigError
+from ..errors import ArtifactError, ConfigError, Interrupted, NumericalError
 from ..objectives.base import Objective
 from .checkpoint import load_checkpoint, save_checkpoint
 from .real import RealPool
@@ -176,8 +178,18 @@ def condense(
     bar = _progress_bar(loop.iterations, start, progress)
     started = time.perf_counter()
     elapsed = lambda: seconds_before + time.perf_counter() - started  # noqa: E731
-    metrics = open(metrics_path, "a") if metrics_path else None
+    metrics = _open_metrics(metrics_path, start) if metrics_path else None
     done, stopped = start, False
+    interrupt = _InterruptFlag()
+
+    def save(iteration_count: int) -> None:
+        save_checkpoint(checkpoint_path, {
+            "fingerprint": fingerprint, "iteration": iteration_count, "losses": losses, "seconds": elapsed(),
+            "container": container.state_dict(), "container_training": container.training_state(),
+            "optimizer": optimizer.state_dict(),
+            "objective": objective.state_dict(), "generator": generator.get_state(),
+        })
+
     try:
         for iteration in range(start, loop.iterations):
             objective.begin_iteration(iteration, generator)
@@ -203,7 +215,9 @@ def condense(
             objective.end_iteration(container, real, generator)
             total = float(total)  # the iteration's one read of the loss (a sync on GPUs)
             if not math.isfinite(total):
-                raise FloatingPointError(f"loss became {total} at iteration {iteration}; lower the learning rate")
+                raise NumericalError(f"the loss became {total} at iteration {iteration}: the run diverged; lower the "
+                                     f"container's learning rate (--lr, now {optimizer_config.learning_rate:g}) and "
+                                     "start again")
             losses.append(total)
             if bar is not None:
                 bar.update(1)
@@ -221,19 +235,59 @@ def condense(
                 if metrics is not None and iteration % loop.log_every != 0:
                     metrics.write(json.dumps({"iteration": iteration, "loss": total}) + "\n")
                 break
+            if interrupt.raised and done < loop.iterations:
+                if checkpoint_path:
+                    save(done)
+                    raise Interrupted(f"interrupted after iteration {done} of {loop.iterations}; the checkpoint is "
+                                      "saved: run the same command with --resume to continue")
+                raise Interrupted(f"interrupted after iteration {done} of {loop.iterations} (no checkpoint path)")
             if checkpoint_path and loop.checkpoint_every and (done % loop.checkpoint_every == 0) and done < loop.iterations:
-                save_checkpoint(checkpoint_path, {
-                    "fingerprint": fingerprint, "iteration": done, "losses": losses, "seconds": elapsed(),
-                    "container": container.state_dict(), "container_training": container.training_state(),
-                    "optimizer": optimizer.state_dict(),
-                    "objective": objective.state_dict(), "generator": generator.get_state(),
-                })
+                save(done)
     finally:
+        interrupt.restore()
         if bar is not None:
             bar.close()
         if metrics is not None:
             metrics.close()
     return CondenseResult(done, losses, elapsed(), stopped)
+
+
+class _InterruptFlag:
+    """Ctrl-C and SIGTERM set a flag that the loop reads at the next iteration boundary (a safe point: the
+    checkpoint written there resumes bit for bit); a second Ctrl-C stops at once. Only in the main thread,
+    where Python delivers signals."""
+
+    def __init__(self):
+        self.raised, self.previous = False, {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self.previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number, frame) -> None:
+        if self.raised:  # asked twice: the user does not want to wait for the iteration to end
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def restore(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+def _open_metrics(path: str | Path, start: int):
+    """metrics.jsonl for appending from iteration ``start``: rows a killed run wrote past its checkpoint (and
+    every row, on a fresh start) are dropped first, so that each iteration is logged once."""
+    path = Path(path)
+    kept = []
+    if start > 0 and path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["iteration"] < start:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                break  # a torn last line from a kill: everything after it is dropped too
+    path.write_text("".join(line + "\n" for line in kept))
+    return open(path, "a")
 
 
 def _backward_regularization(container: Container, generator: torch.Generator):

@@ -42,8 +42,15 @@ class Protocol:
         DSAConfig(strategy=self.augment_strategy, mode=self.augment_mode)  # validates both
         if self.flip_rule not in ("always", "dataset"):
             raise ConfigError(f"flip_rule must be 'always' or 'dataset', got '{self.flip_rule}'")
-        if self.networks < 1 or (self.steps < 1 and self.epochs < 1):
-            raise ConfigError("a protocol needs networks >= 1 and steps or epochs >= 1")
+        if self.networks < 1 or (self.steps < 1 and self.epochs < 1) or min(self.steps, self.epochs) < 0:
+            raise ConfigError("a protocol needs networks >= 1 and steps or epochs >= 1 (neither negative)")
+        if not self.learning_rate > 0 or self.batch_size < 1:
+            raise ConfigError(f"a protocol needs learning_rate > 0 and batch_size >= 1, got {self.learning_rate} "
+                              f"and {self.batch_size}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or not 0 <= self.cutmix_probability <= 1:
+            raise ConfigError("a protocol needs 0 <= momentum < 1, weight_decay >= 0 and 0 <= cutmix_probability <= 1")
+        if self.test_limit < 0:
+            raise ConfigError(f"test_limit must be >= 0 (0: the full test set), got {self.test_limit}")
 
     def settings(self) -> dict:
         return dataclasses.asdict(self)
