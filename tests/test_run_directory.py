@@ -166,3 +166,9 @@ def test_nan_in_a_container_is_refused_before_an_artifact_is_written(tmp_path, m
     with pytest.raises(NumericalError, match="NaN or infinite values in images"):
         distill(_config(tmp_path))
     assert not (tmp_path / "run" / "metadata.json").exists()
+
+
+def test_out_naming_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(ConfigError, match="is a file; a run directory"):
+        distill(_config(tmp_path))

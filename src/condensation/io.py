@@ -63,8 +63,13 @@ class DirectoryLock:
     def __enter__(self) -> "DirectoryLock":
         from .errors import ConfigError
 
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(f"'{self.directory}' is a file; a run directory (--out) must be a folder")
         self.created = not self.directory.exists()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create the run directory '{self.directory}': {error.strerror}") from None
         if fcntl is None:
             return self
         self.handle = open(self.directory / ".lock", "a+")

@@ -377,3 +377,31 @@ def test_registry_and_roots(tmp_path):
         load_dataset("cifar10", tmp_path / "nowhere")
     with pytest.raises(DataError, match="needs a root"):
         load_dataset("svhn")
+
+
+def test_a_folder_holding_another_datasets_files_is_refused(shared_data, tmp_path):
+    """Before: a fashion_mnist root holding MNIST's files loaded silently as Fashion-MNIST."""
+    import shutil
+
+    (tmp_path / "FashionMNIST").mkdir()
+    shutil.copytree(shared_data / "MNIST" / "raw", tmp_path / "FashionMNIST" / "raw")
+    with pytest.raises(DataError, match="is not FashionMNIST's train-images-idx3-ubyte: it is MNIST's"):
+        load_dataset("fashion_mnist", tmp_path)
+    damaged = tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    shutil.copy(shared_data / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz", tmp_path / "FashionMNIST" / "raw")
+    shutil.copy(shared_data / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte.gz", tmp_path / "FashionMNIST" / "raw")
+    shutil.copy(shared_data / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte.gz", tmp_path / "FashionMNIST" / "raw")
+    damaged.write_bytes((shared_data / "FashionMNIST" / "raw" / damaged.name).read_bytes()[:-40])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+        load_dataset("fashion_mnist", tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_image_folder_names_an_unreadable_image(tmp_path, damage):
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            write_png(tmp_path / split / name / "0.png", marked(1))
+    bad = tmp_path / "train" / "b" / "0.png"
+    bad.write_bytes(bad.read_bytes()[:30] if damage == "truncated" else b"\x89PNG not really")
+    with pytest.raises(DataError, match=r"train.b.0\.png' cannot be decoded"):
+        load_dataset("image_folder", tmp_path)

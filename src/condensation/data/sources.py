@@ -50,13 +50,44 @@ _IDX_FILES = {
 }
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzipped or not) as torchvision lays MNIST out; no extraction, no writes."""
+# sha256 of each canonical IDX file's decompressed content (the archives' MD5s are torchvision's
+# MNIST.resources / FashionMNIST.resources; these were computed from MD5-verified copies), so that a folder
+# holding the wrong dataset's files, or a damaged file, is refused instead of read as the named dataset
+IDX_SHA256 = {
+    ("MNIST", "train-images-idx3-ubyte"): "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ("MNIST", "train-labels-idx1-ubyte"): "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ("MNIST", "t10k-images-idx3-ubyte"): "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ("MNIST", "t10k-labels-idx1-ubyte"): "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ("FashionMNIST", "train-images-idx3-ubyte"): "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ("FashionMNIST", "train-labels-idx1-ubyte"): "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ("FashionMNIST", "t10k-images-idx3-ubyte"): "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ("FashionMNIST", "t10k-labels-idx1-ubyte"): "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+
+def _verified_idx_bytes(path: Path, dataset: str, stem: str) -> bytes:
+    """The decompressed content of an IDX file, checked against the named dataset's own file."""
     import gzip
+    import hashlib
 
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"'{path}' cannot be read ({error}); download it again") from None
+    digest = hashlib.sha256(data).hexdigest()
+    expected = IDX_SHA256.get((dataset, stem))
+    if expected is not None and digest != expected:
+        other = [name for (name, other_stem), value in IDX_SHA256.items() if value == digest and other_stem == stem]
+        why = f"it is {other[0]}'s {stem}" if other else "its content differs from the published file"
+        raise DataError(f"'{path}' is not {dataset}'s {stem}: {why}; put {dataset}'s files under '{path.parent}'")
+    return data
+
+
+def _read_idx(path: Path, dataset: str = "", stem: str = "") -> np.ndarray:
+    """Read an IDX file (gzipped or not) as torchvision lays MNIST out; no extraction, no writes."""
+    data = _verified_idx_bytes(path, dataset, stem)
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
@@ -85,8 +116,8 @@ def _torchvision_mnist(cls_name: str, root, download: bool, flip_allowed: bool) 
         raise DataError(f"{cls_name} not found: expected the folder '{raw}' (torchvision layout)")
     splits = {}
     for split, (images_stem, labels_stem) in _IDX_FILES.items():
-        images = _read_idx(_find_idx(raw, images_stem))
-        labels = _read_idx(_find_idx(raw, labels_stem))
+        images = _read_idx(_find_idx(raw, images_stem), cls_name, images_stem)
+        labels = _read_idx(_find_idx(raw, labels_stem), cls_name, labels_stem)
         splits[split] = _uint8_to_split(images.copy(), labels.astype(np.int64))
     return RawSplits(splits["train"], splits["test"], tuple(cls.classes), flip_allowed)
 
@@ -158,6 +189,17 @@ _GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "F")  # Pillow's single-channe
 
 
 def _read_image(path: Path, mode: str) -> torch.Tensor:
+    """``_decode_image`` with a damaged or unreadable file named in one DataError line."""
+    try:
+        return _decode_image(path, mode)
+    except DataError:
+        raise
+    except Exception as error:  # decoders raise RuntimeError, OSError, PIL's errors...: the file is at fault
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"image file '{path}' cannot be decoded ({first}); remove or replace it") from None
+
+
+def _decode_image(path: Path, mode: str) -> torch.Tensor:
     """One image file -> uint8 (C, H, W). mode 'RGB' (C = 3), 'GRAY' (C = 1) or 'UNCHANGED' (1 for gray
     files, 3 otherwise, palette images included; alpha is dropped). JPEG/PNG/WebP/GIF use torchvision's fast
     decoder; other formats (BMP, TIFF, PPM/PGM) go through Pillow."""
