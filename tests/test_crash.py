@@ -92,3 +92,22 @@ def test_a_killed_run_resumes_to_the_same_artifact(tmp_path, uninterrupted, name
     killed = json.loads((tmp_path / "killed" / "metadata.json").read_text())
     straight = json.loads((uninterrupted / name / "metadata.json").read_text())
     assert killed["container"] == straight["container"] and killed["iterations"] == straight["iterations"]
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_say_how_to_resume(tmp_path, sent):
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "condensation.cli", "distill", "--recipe", "dm", "--dataset", "digits", "--ipc",
+               "1", "--iterations", "100000", "--protocol", "smoke", "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
+        assert time.time() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(sent)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "run the same command with --resume" in stderr
+    assert (out / "checkpoint.pt").exists() and not (out / "metadata.json").exists()

@@ -146,7 +146,7 @@ def test_repeated_images_only_when_asked(tmp_path):
 
 
 def test_a_diverging_run_names_the_iteration_and_the_learning_rate(tmp_path):
-    with pytest.raises(NumericalError, match=r"iteration \d+: the run diverged; lower the container's learning rate \(--lr, now 1e\+30\)"):
+    with pytest.raises(NumericalError, match=r"iteration \d+.*: the run diverged; lower the container's learning rate \(--lr, now 1e\+30\)"):
         distill(_config(tmp_path, learning_rate=1e30, iterations=20))
     assert not (tmp_path / "run" / "metadata.json").exists()
 
@@ -172,3 +172,15 @@ def test_out_naming_a_file_is_refused(tmp_path):
     (tmp_path / "run").write_text("not a folder")
     with pytest.raises(ConfigError, match="is a file; a run directory"):
         distill(_config(tmp_path))
+
+
+def test_a_run_whose_values_explode_at_a_finite_loss_is_stopped(tmp_path):
+    """DM at --lr 1e9 keeps a finite loss (its features saturate) while the pixels reach 1e9."""
+    with pytest.raises(NumericalError, match=r"values reached .* at iteration 0 .*--lr, now 1e\+09"):
+        distill(_config(tmp_path, learning_rate=1e9, iterations=5))
+
+
+@pytest.mark.parametrize("recipe", ["dm", "echo", "dsa", "idc", "rtp"])
+def test_non_positive_batch_sizes_are_refused_by_every_objective(tmp_path, recipe):
+    with pytest.raises(ConfigError, match="real_per_class"):
+        distill(_config(tmp_path, recipe=recipe, objective_settings={"real_per_class": -3}))

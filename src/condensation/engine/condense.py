@@ -181,6 +181,9 @@ def condense(
     metrics = _open_metrics(metrics_path, start) if metrics_path else None
     done, stopped = start, False
     interrupt = _InterruptFlag()
+    # a run whose stored values grow 10^4 times past where they started has diverged even while its loss
+    # stays finite (DM with --lr 1e9 saturates its features at a finite loss)
+    divergence_limit = 1e4 * max(1.0, _largest_value(container))
 
     def save(iteration_count: int) -> None:
         save_checkpoint(checkpoint_path, {
@@ -216,6 +219,12 @@ def condense(
             total = float(total)  # the iteration's one read of the loss (a sync on GPUs)
             if not math.isfinite(total):
                 raise NumericalError(f"the loss became {total} at iteration {iteration}: the run diverged; lower the "
+                                     f"container's learning rate (--lr, now {optimizer_config.learning_rate:g}) and "
+                                     "start again")
+            largest = _largest_value(container)
+            if not largest <= divergence_limit:
+                raise NumericalError(f"the container's values reached {largest:.3g} at iteration {iteration} (they "
+                                     f"started below {divergence_limit / 1e4:.3g}): the run diverged; lower the "
                                      f"container's learning rate (--lr, now {optimizer_config.learning_rate:g}) and "
                                      "start again")
             losses.append(total)
@@ -272,6 +281,11 @@ class _InterruptFlag:
     def restore(self) -> None:
         for number, handler in self.previous.items():
             signal.signal(number, handler)
+
+
+def _largest_value(container: Container) -> float:
+    with torch.no_grad():
+        return float(max((p.abs().max() for p in container.parameters() if p.numel()), default=torch.tensor(0.0)))
 
 
 def _open_metrics(path: str | Path, start: int):

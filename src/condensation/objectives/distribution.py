@@ -74,6 +74,10 @@ class DistributionMatching(Objective):
             raise ConfigError(f"unknown kernel '{config.kernel}'; choose one of: {', '.join(KERNELS)}")
         if config.renew_every < 1:
             raise ConfigError("renew_every must be >= 1")
+        if config.real_per_class < 1 or config.synthetic_per_class < 0 or config.real_chunk < 1:
+            raise ConfigError(f"{self.__class__.__name__} needs real_per_class >= 1, synthetic_per_class >= 0 "
+                              f"(0: all) and real_chunk >= 1; got {config.real_per_class}, "
+                              f"{config.synthetic_per_class}, {config.real_chunk}")
         self.per_class = config.per_class_step
         self.augment = self.make_augment(config.dsa, config.augment_mode, config.augment_strategy)
         self.network = None
