@@ -208,7 +208,8 @@ def _show(args) -> int:
     artifact = load_artifact(args.artifact)
     meta, storage = artifact.metadata, artifact.metadata["storage"]
     print(f"artifact     {artifact.path}")
-    print(f"recipe       {meta['recipe']} on {meta['dataset']}, IPC {meta['ipc']}, seed {meta['seed']}")
+    print(f"recipe       {meta['recipe']} on {meta.get('dataset', '?')}, IPC {meta.get('ipc', '?')}, "
+          f"seed {meta.get('seed', '?')}")
     print(f"container    {meta['container']['name']} {json.dumps(meta['container']['config'])}")
     print(f"storage      {storage['stored_floats']:,} floats ({storage['stored_bytes']:,} bytes) of a budget of "
           f"{storage['budget_floats']:,} (ratio {storage['budget_ratio']:.4f})")
