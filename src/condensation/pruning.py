@@ -1,4 +1,5 @@
-"""Over-budget condensation, then double-end pruning by the Area Under the Margin (HMN; METHODS.md 1.5).
+"""Over-budget condensation, then double-end pruning by the Area Under the Margin (HMN;
+docs/methods.md, Over-budget condensation and pruning (HMN)).
 
 1. ``aum_scores``: train a network on the generated images; an image's AUM is the mean over epochs of
    ``logit_y - max_{other} logit`` (Pleiss et al. 2020). Low AUM: hard (or mislabeled-like); high: easy.

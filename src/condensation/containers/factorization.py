@@ -1,4 +1,5 @@
-"""Factorization into bases and hallucinators (HaBa, Liu et al. 2022). METHODS.md 1.4.
+"""Factorization into bases and hallucinators (HaBa, Liu et al. 2022).
+docs/methods.md, Factorization (HaBa).
 
 Storage: bases (classes, nb, Cb, H/d, W/d) and n_h hallucinators, each (Huage001/DatasetFactorization
 utils.py: StyleTranslator, read, not copied)::

@@ -1,5 +1,5 @@
-"""Hierarchical Memory Network (HMN, Zheng et al., ECCV 2024; METHODS.md 1.5). No official code exists:
-the layout below is ours.
+"""Hierarchical Memory Network (HMN, Zheng et al., ECCV 2024; docs/methods.md,
+Hierarchical memory network (HMN)). No official code exists: the layout below is ours.
 
     x_{c,i} = D( concat[ f_c(m_D), m_c, m_{c,i} ] )       (channel concatenation at h x w)
 
@@ -15,7 +15,8 @@ the layout below is ours.
 Every image depends only on its own instance memory and the shared parts (no batch statistics anywhere), so
 ``prune`` removes single images and leaves every other image bit for bit the same.
 
-Budget (METHODS.md 1.5): P_shared = |m_D| + sum_c (|f_c| + |m_c|) + |D|;
+Budget (docs/methods.md, Hierarchical memory network (HMN)):
+P_shared = |m_D| + sum_c (|f_c| + |m_c|) + |D|;
 GIPC = floor(((1 + p) * B - P_shared) / (classes * |m_I|)) with p = ``over_budget``; an explicit
 ``instances_per_class`` (after pruning, when reloading an artifact) overrides the formula.
 """

@@ -1,4 +1,5 @@
-"""Addressable memories (RTP, "Remember the Past", Deng & Russakovsky 2022). METHODS.md 1.3.
+"""Addressable memories (RTP, "Remember the Past", Deng & Russakovsky 2022).
+docs/methods.md, Addressable memories (RTP).
 
 Storage: K shared memories (bases) of C x H/ds x W/ds floats and one address (K coefficients) per generated
 image. Image i of class c is a plain linear combination, bilinearly upsampled (align_corners=False)::

@@ -3,7 +3,7 @@
 All randomness comes from an explicit CPU ``torch.Generator``. ``shared=True`` draws one parameter set for
 the whole batch; restoring the generator state and calling again with ``shared=True`` reproduces the same
 transform on another batch of any size: that is the siamese use (see ``siamese``).
-Parameters follow METHODS.md section 3 (DC's ParamDiffAug).
+Parameters follow DC's ParamDiffAug (docs/methods.md, DSA parameters).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Expert trajectories for trajectory matching (MTT's buffer.py, read, not copied; METHODS.md 2.4).
+"""Expert trajectories for trajectory matching (MTT's buffer.py, read, not copied; docs/methods.md,
+Trajectory matching (MTT)).
 
 An expert is a network trained on real data; its parameters are saved after every epoch. On disk, a
 directory (written by ``condense experts`` or ``train_experts``)::

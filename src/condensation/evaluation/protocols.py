@@ -1,4 +1,4 @@
-"""Evaluation protocol presets: data, carried with every result (METHODS.md section 3)."""
+"""Evaluation protocol presets: data, carried with every result (docs/methods.md, Evaluation protocols)."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
-"""Back-propagation through time (RTP's objective, Deng & Russakovsky 2022). METHODS.md 2.5.
+"""Back-propagation through time (RTP's objective, Deng & Russakovsky 2022).
+docs/methods.md, Back-propagation through time (BPTT).
 
 Each outer iteration trains a fresh network for T inner SGD-momentum steps on generated batches and scores
 the result with the cross-entropy on real images; the gradient reaches the container through all T steps.
@@ -32,8 +33,8 @@ MEMORY_MODES = ("unrolled", "recompute")
 
 @dataclass(frozen=True)
 class BackpropagationThroughTimeConfig:
-    """Defaults: RTP (METHODS.md 2.5): T = 150, inner SGD lr 0.01 momentum 0.9, 32 generated and 64 real
-    images per class. Inner augmentation is off (a choice: METHODS names none for RTP's inner loop)."""
+    """Defaults: RTP (docs/methods.md, Recipe `rtp`): T = 150, inner SGD lr 0.01 momentum 0.9, 32 generated
+    and 64 real images per class. Inner augmentation is off (the official README command passes none)."""
 
     network: str = "convnet"
     network_settings: dict = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """Embedding-distribution matching: DM (first moment) and ECHO/M3D (MMD with Gaussian kernels).
 
 Both compare, per class, the embeddings of real and generated images in a random network's feature space
-(the network is never trained). DM: VICO-UoE/DatasetCondensation main_DM.py; ECHO: METHODS.md 2.3.
+(the network is never trained). DM: VICO-UoE/DatasetCondensation main_DM.py; ECHO: docs/methods.md,
+Higher-order distribution matching (ECHO).
 Real images of all classes in a group go through the network in one forward pass, with no graph.
 """
 from __future__ import annotations
@@ -127,8 +128,9 @@ def siamese_pair(augment, real_images, syn_images, generator):
 
 @dataclass(frozen=True)
 class EchoConfig(DistributionMatchingConfig):
-    """ECHO/M3D defaults (METHODS.md 2.3): Gaussian MMD, network renewed every 5 iterations, per-class
-    steps, 128 real vs up to 200 generated per class, chained color/crop/cutout augmentation."""
+    """ECHO/M3D defaults (docs/methods.md, Higher-order distribution matching (ECHO)): Gaussian MMD, network
+    renewed every 5 iterations, per-class steps, 128 real vs up to 200 generated per class, chained
+    color/crop/cutout augmentation."""
 
     kernel: str = "gaussian"
     real_per_class: int = 128

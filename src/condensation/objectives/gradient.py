@@ -1,5 +1,6 @@
 """Gradient matching: DC and DSA (Zhao et al. 2021, Zhao & Bilen 2021) and IDC's batch-based variant (Kim et
-al. 2022; the loss HMN uses). METHODS.md 2.1. Read, not copied: VICO-UoE/DatasetCondensation ``main.py`` and
+al. 2022; the loss HMN uses). docs/methods.md, Gradient matching (DC, DSA) and Batch gradient
+matching (IDC). Read, not copied: VICO-UoE/DatasetCondensation ``main.py`` and
 ``utils.py`` (``match_loss``, ``distance_wb``, ``get_loops``); snu-mllab/Efficient-Dataset-Condensation
 ``condense.py`` (``condense``, ``matchloss``, ``dist``), ``train.py`` (``train_epoch``), ``misc/reproduce.py``.
 

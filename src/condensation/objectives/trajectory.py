@@ -1,4 +1,5 @@
-"""Trajectory matching (MTT, Cazenavette et al. 2022; HaBa's objective). METHODS.md 2.4.
+"""Trajectory matching (MTT, Cazenavette et al. 2022; HaBa's objective).
+docs/methods.md, Trajectory matching (MTT).
 
 GeorgeCazenavette/mtt-distillation distill.py was read, not copied. Each iteration: pick an expert and a
 start epoch t ~ U[0, T+); a student starts at the expert's parameters theta*_t and takes N SGD steps on
