@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,7 @@ from .evaluation.evaluate import evaluate_container, train_settings
 from .evaluation.protocols import Protocol, get_protocol
 from .objectives.base import seeded_network
 from .registry import Registry, build_config
+from .runtime import phase
 
 POST_CONDENSE: Registry = Registry("post-condensation step")
 
@@ -124,7 +126,7 @@ def prune_to_budget(container: Container, scores: torch.Tensor, beta: float) -> 
 
 def select_beta(container: Container, dataset: Dataset, scores: torch.Tensor,
                 grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), protocol: Protocol | str = "cpu",
-                seed: int = 0, device: torch.device | str = "cpu") -> BetaSelection:
+                seed: int = 0, device: torch.device | str = "cpu", progress: bool = False) -> BetaSelection:
     """The beta whose pruned container trains the most accurate networks on ``dataset.validation``
     (first in ``grid`` on ties). Betas that drop the same number of hardest images share one evaluation."""
     if len(dataset.validation) == 0:
@@ -138,8 +140,13 @@ def select_beta(container: Container, dataset: Dataset, scores: torch.Tensor,
         hardest = math.floor(beta * removed + 1e-9)
         if hardest not in by_hardest:
             pruned = prune_to_budget(container, scores, beta)
-            summary = evaluate_container(pruned, dataset.validation, protocol, seed, protocol.architectures[:1], device)
+            with phase(f"beta {beta:g}: {hardest} hardest + {removed - hardest} easiest removed per class, "
+                       f"{protocol.networks} validation network(s)", progress):
+                summary = evaluate_container(pruned, dataset.validation, protocol, seed, protocol.architectures[:1],
+                                             device)
             by_hardest[hardest] = next(iter(summary.values())).mean
+            if progress:
+                print(f"condense: beta {beta:g}: validation accuracy {by_hardest[hardest]:.2f}%", file=sys.stderr)
         accuracies[beta] = by_hardest[hardest]
     best = max(grid, key=lambda b: (accuracies[b], -grid.index(b)))
     return BetaSelection(best, accuracies)
@@ -160,8 +167,12 @@ def hmn_after_condense(container: Container, dataset: Dataset, config, generator
         container.check_budget(1.0)
         return container
     protocol = _validation_protocol(config, settings)
-    scores = score_container(container, settings, protocol, generator, device)
-    selection = select_beta(container, dataset, scores, settings.beta_grid, protocol, config.seed, device)
+    progress = getattr(config, "progress", False)
+    training = aum_training(settings, protocol)
+    length = f"{training.steps} steps" if training.steps else f"{training.epochs} epochs"
+    with phase(f"AUM of {container.total_generated()} generated images ({length} of training)", progress):
+        scores = score_container(container, settings, protocol, generator, device)
+    selection = select_beta(container, dataset, scores, settings.beta_grid, protocol, config.seed, device, progress)
     pruned = prune_to_budget(container, scores, selection.beta)
     pruned.check_budget(1.0)
     pruned.pruning_record = {

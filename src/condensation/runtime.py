@@ -82,3 +82,19 @@ def forward_in_chunks(function, inputs: torch.Tensor, chunk: int) -> torch.Tenso
 
 def _widened(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
+@contextlib.contextmanager
+def phase(what: str, enabled: bool = True):
+    """Say what a long step is doing, then how long it took (stderr; ``enabled=False``: silent). Used for every
+    phase of a run that the condensation progress bar does not cover (data, initialization, pruning,
+    evaluation), so that no step is silent for minutes."""
+    import time
+
+    if not enabled:
+        yield
+        return
+    print(f"condense: {what} ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    yield
+    print(f"condense: {what}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
