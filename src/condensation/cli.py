@@ -23,52 +23,80 @@ def _key_values(pairs: list[str] | None, flag: str) -> dict:
     return values
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' after a flag's help where X is a real value; None (the recipe's or preset's
+    value, said in the help itself) and False (a switch) are left out."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _version_text() -> str:
+    from . import __version__
+
+    return f"condense (condensation) {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condense", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version_text())
     commands = parser.add_subparsers(dest="command", required=True)
 
-    d = commands.add_parser("distill", help="condense a dataset into a container, save it and evaluate it")
-    d.add_argument("--config", help="JSON or TOML file of run settings (flags override it)")
-    d.add_argument("--recipe")
-    d.add_argument("--dataset")
-    d.add_argument("--ipc", type=int)
-    d.add_argument("--iterations", type=int)
-    d.add_argument("--seed", type=int)
-    d.add_argument("--device")
+    d = commands.add_parser("distill", help="condense a dataset into a container, save it and evaluate it",
+                            formatter_class=_HelpFormatter)
+    d.add_argument("--config", help="JSON or TOML file of run settings (RunConfig keys; flags override it)")
+    d.add_argument("--recipe", help="the method: dm, dc, dsa, mtt, idc, haba, hmn, ... (condense list recipes); "
+                                    "required unless --config names it")
+    d.add_argument("--dataset", help="dataset name (condense list datasets); required unless --config names it")
+    d.add_argument("--ipc", type=int, help="images per class: the storage budget is classes x IPC images (default 1)")
+    d.add_argument("--iterations", type=int, help="outer condensation iterations (default: the recipe's)")
+    d.add_argument("--seed", type=int, help="seed of the run: initialization, batches, evaluation (default 0)")
+    d.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: cuda when available)")
     d.add_argument("--precision", choices=["fp32", "bf16"],
-                   help="bf16: no-gradient forwards (real features and gradients, test accuracy) in bfloat16")
+                   help="bf16: no-gradient forwards (real features and gradients, test accuracy) in bfloat16 "
+                        "(default fp32)")
     d.add_argument("--time-limit", metavar="DURATION",
-                   help="stop condensing at the first iteration after this wall clock (e.g. 900, 90s, 20m, 1.5h)")
-    d.add_argument("--out")
-    d.add_argument("--data-root")
-    d.add_argument("--container")
-    d.add_argument("--container-set", action="append", metavar="KEY=VALUE", help="container setting (repeatable)")
-    d.add_argument("--objective")
-    d.add_argument("--objective-set", action="append", metavar="KEY=VALUE", help="objective setting (repeatable)")
-    d.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate")
+                   help="stop condensing at the first iteration after this wall clock (e.g. 900, 90s, 20m, 1.5h; "
+                        "default: no limit)")
+    d.add_argument("--out", help="run directory (default runs/<recipe>-<dataset>-ipc<N>-seed<S>, with -2, -3, ... "
+                                 "rather than touching a finished run)")
+    d.add_argument("--data-root", help="folder holding the dataset (default: none; digits needs none)")
+    d.add_argument("--container", help="override the recipe's container (condense list containers)")
+    d.add_argument("--container-set", action="append", metavar="KEY=VALUE",
+                   help="container setting, over the recipe's (repeatable)")
+    d.add_argument("--objective", help="override the recipe's objective (condense list objectives)")
+    d.add_argument("--objective-set", action="append", metavar="KEY=VALUE",
+                   help="objective setting, over the recipe's (repeatable)")
+    d.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate (default: the recipe's)")
     d.add_argument("--optimizer", choices=["sgd", "adam"], help="container optimizer (default: the recipe's)")
     d.add_argument("--post-condense-set", action="append", metavar="KEY=VALUE",
                    help="setting of the recipe's post-condensation step, e.g. HMN pruning's beta_grid=[0,0.5,1]")
-    d.add_argument("--preprocessing", choices=["normalize", "zca", "none"], help="override the recipe's")
-    d.add_argument("--protocol")
-    d.add_argument("--protocol-set", action="append", metavar="KEY=VALUE", help="protocol setting (repeatable)")
-    d.add_argument("--architectures", help="comma-separated network names")
-    d.add_argument("--no-evaluate", action="store_true")
+    d.add_argument("--preprocessing", choices=["normalize", "zca", "none"],
+                   help="preprocessing of the images (default: the recipe's)")
+    d.add_argument("--protocol", help="evaluation protocol preset (condense list protocols; default: the recipe's)")
+    d.add_argument("--protocol-set", action="append", metavar="KEY=VALUE",
+                   help="protocol setting over the preset's, e.g. networks=1 (repeatable)")
+    d.add_argument("--architectures", help="comma-separated network names to evaluate (default: the protocol's)")
+    d.add_argument("--no-evaluate", action="store_true", help="save the artifact without evaluating it")
     d.add_argument("--random-baseline", action="store_true", help="also evaluate random real images (>= 3 draws)")
     d.add_argument("--random-baseline-draws", type=int, help="independent draws of random real images (default 3)")
-    d.add_argument("--checkpoint-every", type=int)
+    d.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints; 0: never (default 50)")
     d.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    e = commands.add_parser("evaluate", help="evaluate a saved artifact")
-    e.add_argument("artifact")
-    e.add_argument("--protocol", default="cpu")
-    e.add_argument("--protocol-set", action="append", metavar="KEY=VALUE")
-    e.add_argument("--architectures")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--device", default="auto")
+    e = commands.add_parser("evaluate", help="evaluate a saved artifact (the result is appended to "
+                                             "ARTIFACT/evaluations.jsonl)", formatter_class=_HelpFormatter)
+    e.add_argument("artifact", help="run directory holding the artifact (metadata.json)")
+    e.add_argument("--protocol", default="cpu", help="evaluation protocol preset (condense list protocols)")
+    e.add_argument("--protocol-set", action="append", metavar="KEY=VALUE",
+                   help="protocol setting over the preset's, e.g. steps=400 or networks=5 (repeatable)")
+    e.add_argument("--architectures", help="comma-separated network names (default: the protocol's)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation networks")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: test-set forwards in bfloat16")
-    e.add_argument("--data-root")
+    e.add_argument("--data-root", help="folder holding the dataset (default: the one the run used)")
 
     s = commands.add_parser("show", help="budget, shapes and the image grid of an artifact")
     s.add_argument("artifact")
@@ -83,23 +111,34 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--dataset", help="without it: the settings that hold for every dataset")
     sr.add_argument("--ipc", type=int, default=None, help="default 1")
 
-    t = commands.add_parser("experts", help="train expert trajectories on real data for trajectory matching (MTT)")
-    t.add_argument("--dataset", required=True)
-    t.add_argument("--data-root")
-    t.add_argument("--out", required=True)
-    t.add_argument("--config", help="JSON file of expert settings (see condensation.engine.experts)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", dest="expert_set", help="expert setting (repeatable)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--quiet", action="store_true")
+    t = commands.add_parser("experts", help="train expert trajectories on real data for trajectory matching (MTT)",
+                            formatter_class=_HelpFormatter)
+    t.add_argument("--dataset", required=True, help="dataset name (condense list datasets)")
+    t.add_argument("--data-root", help="folder holding the dataset (default: none; digits needs none)")
+    t.add_argument("--out", required=True, help="directory of the expert buffer")
+    t.add_argument("--config", help="JSON file of expert settings (see condensation.engine.experts; "
+                                     "default: the 'paper' preset, MTT's buffer.py)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", dest="expert_set",
+                   help="expert setting over --config's, e.g. preset=cpu or experts=10 (repeatable)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the experts' initializations and batches")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    r = commands.add_parser("report", help="a markdown table of the results.json of several run directories")
-    r.add_argument("runs", nargs="+")
+    r = commands.add_parser("report", help="compare run directories: a markdown table, or one self-contained HTML page")
+    r.add_argument("runs", nargs="+", help="run directories (each with a results.json)")
+    r.add_argument("--html", metavar="OUT", help="also write one HTML page (leaderboard, loss curves, accuracy "
+                                                  "strips, budget breakdowns, image grids) that needs no network")
 
-    x = commands.add_parser("export", help="export an artifact's generated set to a field layout")
-    x.add_argument("artifact")
-    x.add_argument("--format", choices=["dc", "mtt"], required=True)
-    x.add_argument("--out", required=True)
+    x = commands.add_parser("export", help="export an artifact's generated set to a field layout",
+                            formatter_class=_HelpFormatter)
+    x.add_argument("artifact", help="run directory holding the artifact (metadata.json)")
+    x.add_argument("--format", choices=["dc", "mtt", "image_folder", "hf"], required=True,
+                   help="dc: res.pt as DC/DSA/DM save it; mtt: images_best.pt, labels_best.pt (+ syn_lr_best.pt); "
+                        "image_folder: one PNG per image in <class>/ folders, [0, 1] pixels; hf: a Hugging Face "
+                        "dataset (save_to_disk; needs pip install 'condensation[hf]'). Every format adds "
+                        "preprocessing.json/.safetensors and a README.md")
+    x.add_argument("--out", required=True,
+                   help="directory to create for the export (must not exist, or be empty; parents are created)")
     return parser
 
 
@@ -174,7 +213,8 @@ def format_results_table(rows: list[dict]) -> str:
     for r in rows:
         accuracies = r.get("accuracy") or {}
         first = next(iter(accuracies.values()), None)
-        accuracy_text = f"{first['mean']:.2f} ± {first['std']:.2f}" if first else "not evaluated"
+        accuracy_text = (f"{first['mean']:.2f} (n=1)" if first["n"] == 1 else
+                         f"{first['mean']:.2f} ± {first['std']:.2f}") if first else "not evaluated"
         baseline = r.get("random_baseline")
         baseline_text = f"{baseline['mean']:.2f} ± {baseline['std']:.2f}" if baseline else "-"
         lines.append(f"{r['recipe']:<10} {r['ipc']:>4} {r['stored_floats']:>14,} {r['generated_images_per_class']:>12} "
@@ -190,16 +230,50 @@ def format_results_table(rows: list[dict]) -> str:
 
 
 def _evaluate(args) -> int:
+    from .evaluation import PROTOCOLS
     from .run import evaluate_artifact
 
+    overrides = _key_values(args.protocol_set, "--protocol-set")
     result = evaluate_artifact(args.artifact, args.protocol,
                                tuple(args.architectures.split(",")) if args.architectures else None,
-                               args.seed, args.device, args.data_root, precision=args.precision,
-                               **_key_values(args.protocol_set, "--protocol-set"))
+                               args.seed, args.device, args.data_root, precision=args.precision, **overrides)
+    print(describe_protocol(result["protocol"], PROTOCOLS.get(args.protocol)))
+    print(f"architectures evaluated: {', '.join(result['architectures'])}; seed {result['seed']}, "
+          f"precision {result['precision']}")
     for architecture, summary in result["accuracy"].items():
-        print(f"{architecture}: {summary['mean']:.2f} ± {summary['std']:.2f} (n={summary['n']}, protocol {args.protocol})")
+        print(f"{architecture}: {accuracy_text(summary)}")
+    if "recorded_in" in result:
+        print(f"recorded in {result['recorded_in']}")
     print(json.dumps(result, indent=2))
     return 0
+
+
+def accuracy_text(summary: dict) -> str:
+    """'mean ± std (n=N)', or 'mean (n=1)' for one network (a std over one value says nothing)."""
+    if summary["n"] == 1:
+        return f"{summary['mean']:.2f} (n=1)"
+    return f"{summary['mean']:.2f} ± {summary['std']:.2f} (n={summary['n']})"
+
+
+def describe_protocol(settings: dict, preset=None) -> str:
+    """The protocol actually used: every setting, the preset's changed ones marked with their preset value."""
+    base = preset.settings() if preset is not None else {}
+    shown = []
+    for key, value in settings.items():
+        if key in ("name", "description"):
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if key in base and base[key] != value and key != "architectures":
+            previous = base[key]
+            previous = ",".join(map(str, previous)) if isinstance(previous, (list, tuple)) else str(previous)
+            text += f" (preset: {previous})"
+        shown.append(f"{key}={text}")
+    changed = any(key in base and base[key] != value for key, value in settings.items()
+                  if key not in ("name", "description", "architectures"))
+    header = f"protocol '{settings['name']}'" + (" with overrides" if changed else "")
+    if settings.get("description"):
+        header += f" (preset: {settings['description']})"
+    return header + "\n  settings: " + ", ".join(shown)
 
 
 def _show(args) -> int:
@@ -217,7 +291,8 @@ def _show(args) -> int:
           f"shape {tuple(artifact.generated_images.shape[1:])}")
     for name, tensor in artifact.container.state_dict().items():
         print(f"  {name:<30} {tuple(tensor.shape)}")
-    print(f"image grid   {artifact.path / 'grid.png'}")
+    grid_note = (meta.get("grid") or {}).get("note")
+    print(f"image grid   {artifact.path / 'grid.png'}" + (f" ({grid_note})" if grid_note else ""))
     return 0
 
 
@@ -261,11 +336,13 @@ def _show_recipe(args) -> int:
 
 
 def _export(args) -> int:
-    from .artifacts import export_dc, export_mtt, load_artifact
+    from .artifacts import export_artifact, load_artifact
 
     artifact = load_artifact(args.artifact)
-    written = export_dc(artifact, args.out) if args.format == "dc" else export_mtt(artifact, args.out)
-    print(f"wrote {written}")
+    written = export_artifact(artifact, args.format, args.out)
+    files = sorted(path.name for path in written.iterdir())
+    shown = ", ".join(files[:8]) + (f", ... ({len(files)} entries)" if len(files) > 8 else "")
+    print(f"wrote {written} ({args.format}): {shown}; see {written / 'README.md'}")
     return 0
 
 
@@ -279,6 +356,10 @@ def _report(args) -> int:
     from .artifacts import load_results
 
     print(markdown_table([load_results(run) for run in args.runs]))  # each file checked before use
+    if args.html:
+        from .report import write_html_report
+
+        print(f"wrote {write_html_report(args.runs, args.html)}")
     return 0
 
 

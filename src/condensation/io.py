@@ -1,4 +1,8 @@
-"""Files written once, the same way everywhere: atomically (temporary file, fsync, rename) with sha256 sums."""
+"""Files written once, the same way everywhere: atomically (temporary file, fsync, rename) with sha256 sums.
+
+Every file lands with the mode an ordinary ``open()`` gives it (0o666 less the process umask, so 0644 under
+the usual umask 022): safetensors creates its file 0600, which would keep a run's tensors from colleagues
+who can read its JSON."""
 from __future__ import annotations
 
 import hashlib
@@ -23,11 +27,46 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (other threads may create files)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable way to read it is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
 def replace_synced(temporary: Path, path: Path) -> None:
-    """Flush ``temporary`` to disk, then rename it over ``path``: a crash leaves the old file or the new one."""
+    """Flush ``temporary`` to disk, give it an ordinary file's mode, then rename it over ``path``: a crash
+    leaves the old file or the new one."""
+    os.chmod(temporary, file_mode())
     with open(temporary, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log file with a single ``write`` on an O_APPEND descriptor: a crash or a concurrent
+    appender never leaves a torn or interleaved line (the kernel appends each write whole)."""
+    data = (line.rstrip("\n") + "\n").encode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies, as for open()
+    try:
+        written = os.write(descriptor, data)
+        if written != len(data):  # a full disk: the partial tail would corrupt the next line, so say so
+            raise OSError(f"only {written} of {len(data)} bytes of a line reached '{path}' (disk full?)")
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def temporary_name(path: Path) -> Path:

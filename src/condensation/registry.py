@@ -53,7 +53,8 @@ def build_config(config_class: type, overrides: dict[str, Any] | None, what: str
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown {what} setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
+            f"unknown {what} setting(s) {', '.join(k if k.isprintable() else repr(k) for k in unknown)}; "
+            f"allowed: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(config_class)
     checked = {key: _checked(value, hints.get(key), f"{what} setting '{key}'") for key, value in overrides.items()}

@@ -30,7 +30,7 @@ from .objectives import create_objective
 from .pruning import POST_CONDENSE
 from .recipes import get_recipe
 from .registry import build_config
-from .runtime import check_precision, tune_process
+from .runtime import check_precision, phase, tune_process
 from .selection import SELECTIONS
 
 
@@ -342,7 +342,8 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
     if stage == "done":
         print(f"condense: '{out}' has already finished; its results are unchanged", file=sys.stderr)
         return json.loads((out / "results.json").read_text())
-    dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction)
+    with phase(f"loading {config.dataset}", config.progress):
+        dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction)
     check_dataset_for_run(dataset, config)
     for architecture in plan.architectures:  # a network that cannot take these images fails now, not after hours
         create_network(architecture, dataset.spec)
@@ -370,7 +371,9 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
                                               protocol_settings={k: v for k, v in plan.protocol.settings().items()
                                                                  if k != "name"},
                                               post_condense_settings=plan.post_condense_settings)
-            container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, step_config, generator, device)
+            with phase(f"post-condensation step '{plan.recipe.post_condense}'", config.progress):
+                container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, step_config, generator,
+                                                                         device)
             container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
             record["seconds"] += time.perf_counter() - started
         container.check_finite()
@@ -395,12 +398,18 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
     }
     if config.evaluate:
         started = time.perf_counter()
+        if config.progress:
+            print(f"condense: evaluating under protocol '{plan.protocol.name}': {plan.protocol.networks} network(s) "
+                  f"per architecture ({', '.join(plan.architectures)})", file=sys.stderr, flush=True)
         accuracy = evaluate_container(container, dataset.test, plan.protocol, config.seed, plan.architectures,
                                       device, objective_values.get("learned_learning_rate"), config.progress,
                                       precision=config.precision)
         results["accuracy"] = {k: dataclasses.asdict(v) for k, v in accuracy.items()}
         if config.random_baseline:
-            results["random_baseline"] = random_baseline(dataset, real, container.preprocessing, config, plan, device)
+            with phase(f"random real images at IPC {config.ipc}: {config.random_baseline_draws} draw(s), one network "
+                       "each", config.progress):
+                results["random_baseline"] = random_baseline(dataset, real, container.preprocessing, config, plan,
+                                                             device)
         results["wall_clock_seconds"]["evaluate"] = round(time.perf_counter() - started, 2)
     results.update(peak_memory_bytes=peak_memory_bytes(device), device=str(device), torch_version=torch.__version__,
                    library_version=__version__, python_version=platform.python_version())
@@ -413,7 +422,8 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
 def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective, generator, resume: bool,
                     run_fingerprint: str) -> tuple:
     """Build, initialize and condense (or select) the container; returns it and what the artifact records."""
-    preprocessing = Preprocessing(plan.preprocessing).fit(dataset.train.images)
+    with phase(f"fitting '{plan.preprocessing}' preprocessing on {len(dataset.train)} training images", config.progress):
+        preprocessing = Preprocessing(plan.preprocessing).fit(dataset.train.images)
     container = create_container(plan.container_name, dataset.spec, config.ipc, preprocessing, **plan.container_settings)
     if container.over_budget_ratio > 1 and plan.recipe.post_condense is None:
         raise ConfigError(f"container '{plan.container_name}' condenses over budget ({container.over_budget_ratio:g} x B) "
@@ -426,12 +436,14 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
     record = {"iterations": plan.iterations, "stopped_by_time_limit": False, "losses": [], "seconds": 0.0,
               "objective_values": {}}
     if plan.recipe.selection:
-        SELECTIONS[plan.recipe.selection](container, real, generator)
+        with phase(f"choosing {config.ipc} real image(s) per class ({plan.recipe.selection})", config.progress):
+            SELECTIONS[plan.recipe.selection](container, real, generator)
         record["seconds"] = time.perf_counter() - started
     else:
         if config.iterations == 0:
             print("condense: note: --iterations 0: the container is evaluated as initialized", file=sys.stderr)
-        container.initialize(real, generator)
+        with phase(f"initializing the {plan.container_name} container", config.progress):
+            container.initialize(real, generator)
         result = condense(
             container, objective, real, plan.optimizer, LoopConfig(plan.iterations, config.checkpoint_every),
             generator, checkpoint_path=out / "checkpoint.pt", resume=resume, fingerprint=run_fingerprint,
@@ -502,23 +514,52 @@ def random_baseline(dataset, real: RealPool, preprocessing, config: RunConfig, p
 
 def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=None, seed: int = 0,
                       device: str = "auto", data_root: str | None = None, progress: bool = True,
-                      precision: str = "fp32", **protocol_settings) -> dict:
+                      precision: str = "fp32", record: bool = True, **protocol_settings) -> dict:
     """Evaluate a saved artifact on its dataset's real test split (``precision`` 'bf16': test forwards in
-    bfloat16)."""
+    bfloat16); ``protocol_settings`` override the preset's. The result's "protocol" holds the settings
+    actually used (overrides applied, ``architectures`` the ones evaluated). With ``record`` the result is
+    appended as one JSON line to PATH/evaluations.jsonl (timestamp, protocol, overrides, architectures,
+    seed, precision, accuracies); a directory that cannot be written gets a warning, not a failure."""
+    import datetime
+
+    from .io import append_line
+
     tune_process()
     torch_device = resolve_device(device)
+    check_precision(precision)
     if not is_artifact(path):
         raise ConfigError(f"'{path}' holds no finished artifact (no metadata.json)")
+    chosen = get_protocol(protocol, **protocol_settings)
+    if isinstance(architectures, str):
+        architectures = [name.strip() for name in architectures.split(",") if name.strip()]
+    evaluated = tuple(architectures or chosen.architectures)
+    for name in evaluated:
+        NETWORKS.get(name)  # an unknown name fails before the data loads
+    chosen = dataclasses.replace(chosen, architectures=evaluated)
     with DirectoryLock(path):  # not while a distill is still writing it
         artifact = load_artifact(path, torch_device)
     meta = artifact.metadata
-    chosen = get_protocol(protocol, **protocol_settings)
     dataset = load_dataset(meta["dataset"], data_root or meta["config"].get("data_root"),
                            validation_fraction=meta["config"].get("validation_fraction", 0.1))
-    accuracy = evaluate_container(artifact.container, dataset.test, chosen, seed, tuple(architectures or chosen.architectures),
+    started = time.perf_counter()
+    accuracy = evaluate_container(artifact.container, dataset.test, chosen, seed, evaluated,
                                   torch_device, artifact.learned_learning_rate, progress, precision=precision)
-    return {"artifact": str(path), "protocol": chosen.settings(), "precision": precision,
-            "accuracy": {k: dataclasses.asdict(v) for k, v in accuracy.items()}}
+    result = {"artifact": str(path), "protocol": chosen.settings(),
+              "protocol_overrides": {k: chosen.settings()[k] for k in protocol_settings},
+              "architectures": list(evaluated), "seed": seed, "precision": precision, "device": str(torch_device),
+              "accuracy": {k: dataclasses.asdict(v) for k, v in accuracy.items()},
+              "evaluate_seconds": round(time.perf_counter() - started, 2)}
+    if record:
+        line = {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                **{k: v for k, v in result.items() if k != "artifact"}, "library_version": __version__}
+        target = Path(path) / "evaluations.jsonl"
+        try:
+            append_line(target, json.dumps(_jsonable(line)))
+            result["recorded_in"] = str(target)
+        except OSError as error:
+            print(f"condense: warning: the evaluation was not recorded in '{target}': {error.strerror or error}",
+                  file=sys.stderr)
+    return result
 
 
 def _jsonable(values: dict) -> dict:

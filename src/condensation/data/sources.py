@@ -143,8 +143,9 @@ def _torchvision_dataset(cls_name: str, expected: Path, root: Path, download: bo
     except RuntimeError as error:
         if not expected.exists():
             raise DataError(
-                f"{cls_name} not found: expected '{expected}' (torchvision layout); "
-                "pass download=True (--download) to fetch it"
+                f"{cls_name} not found: expected '{expected}' (torchvision layout); download it there with "
+                f"torchvision.datasets.{cls_name}('{root}', download=True), or call "
+                "condensation.data.load_dataset(..., download=True) from Python"
             ) from None
         raise DataError(f"{cls_name} under '{expected}' is incomplete or corrupted (MD5 check): {error}") from None
 

@@ -1,0 +1,377 @@
+"""One self-contained HTML page that compares condensation runs.
+
+``write_html_report(runs, out)`` reads each run directory (results.json, and where present metadata.json,
+metrics.jsonl and the artifact) and writes a single file: a leaderboard, then per run its loss curve, the
+accuracies of its evaluation networks, where its stored floats go, and its generated images. Plots are inline
+SVG and images base64 PNGs, so the page needs no network and no plotting library. Every string read from a
+run (directory names, recipe names, class names...) is escaped: run directories can be hostile.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .artifacts import is_artifact, load_artifact, load_results
+from .errors import ArtifactError
+
+IMAGES_PER_CLASS = 10  # columns of a run's image grid
+MAX_CLASSES = 20  # rows of a run's image grid: 25 runs x 200 classes would make a page of tens of megabytes
+CELL_PIXELS = 48  # an image is upscaled (nearest neighbour) to about this many screen pixels per side
+MAX_CURVE_POINTS = 1000  # a 20,000-iteration run logs thousands of losses; a 400 px plot needs fewer
+COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
+
+
+def e(value) -> str:
+    """Escaped text for HTML (and inline SVG): everything from a run directory goes through this."""
+    return html.escape(str(value), quote=True)
+
+
+@dataclass
+class Run:
+    path: Path
+    results: dict
+    losses: list[tuple[float, float]] = field(default_factory=list)
+    grid: list[tuple[str, str, int]] = field(default_factory=list)  # (class name, PNG data URI, images shown)
+    grid_note: str = ""
+    notes: list[str] = field(default_factory=list)  # what could not be read, shown in the run's section
+    metadata: dict | None = None
+    index: int = 0  # anchor of the run's section
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def read_run(directory: Path) -> Run:
+    """results.json must be valid (an ArtifactError otherwise: the run has nothing to compare); a missing or
+    damaged metrics.jsonl or artifact only becomes a note in the run's section."""
+    run = Run(directory, load_results(directory))
+    run.losses = read_losses(directory / "metrics.jsonl", run.notes)
+    if not is_artifact(directory):
+        run.notes.append("no artifact (metadata.json) in this directory: no images to show")
+        return run
+    try:
+        artifact = load_artifact(directory)
+    except ArtifactError as error:
+        run.notes.append(f"the artifact could not be loaded: {error}")
+        return run
+    run.metadata = artifact.metadata
+    pixels = artifact.container.preprocessing.inverse(artifact.generated_images.float()).clamp(0, 1)
+    run.grid, run.grid_note = image_grid(pixels.numpy(), artifact.generated_labels.long().numpy(),
+                                         artifact.container.spec.class_names)
+    return run
+
+
+def read_losses(path: Path, notes: list[str]) -> list[tuple[float, float]]:
+    """(iteration, loss) pairs of metrics.jsonl; lines that are not such an object are skipped and counted."""
+    if not path.exists():
+        return []
+    points, skipped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            point = (float(record["iteration"]), float(record["loss"]))
+        except (ValueError, TypeError, KeyError, RecursionError):
+            skipped += bool(line.strip())
+            continue
+        if all(map(math.isfinite, point)):
+            points.append(point)
+        else:
+            skipped += 1
+    if skipped:
+        notes.append(f"metrics.jsonl: {skipped} line(s) without a finite iteration and loss were skipped")
+    return points
+
+
+# ------------------------------------------------------------------------------------------- formatting
+def number(value, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if _finite(value) else "–"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def mean_std(stats: dict | None, n: int | None) -> str:
+    """'mean ± std (n=k)'; with one value a std of 0.00 would claim a precision nobody measured."""
+    if not stats:
+        return "–"
+    if n == 1:
+        return f"{number(stats.get('mean'))} (n=1)"
+    return f"{number(stats.get('mean'))} ± {number(stats.get('std'))} (n={n})"
+
+
+def seconds(value) -> str:
+    if not _finite(value):
+        return "–"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, rest = divmod(round(value), 60)
+    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def protocol_key(results: dict) -> str:
+    """Two runs share a protocol only if every setting matches (a name can hide overridden settings); the
+    description is prose, not a setting."""
+    protocol = {k: v for k, v in results["protocol"].items() if k != "description"}
+    return json.dumps(protocol, sort_keys=True, default=str)
+
+
+def primary_accuracy(results: dict) -> float:
+    """The accuracy a leaderboard sorts by: the first architecture's mean (the protocol's main network)."""
+    for stats in results["accuracy"].values():
+        return stats["mean"] if _finite(stats["mean"]) else -math.inf
+    return -math.inf
+
+
+# ------------------------------------------------------------------------------------------ leaderboard
+def leaderboard(runs: list[Run]) -> str:
+    architectures = list(dict.fromkeys(name for run in runs for name in run.results["accuracy"]))
+    protocols = {protocol_key(run.results): run.results["protocol"] for run in runs}  # distinct, in order
+    labels = {key: f"P{i + 1}" for i, key in enumerate(protocols)}
+    mixed = len(protocols) > 1
+    head = ["run", "dataset", "IPC", "seed", "recipe", "container", "objective", "protocol", "iterations",
+            "stored floats (× budget)", "images / class", *[f"{a} accuracy %" for a in architectures],
+            "random real %", "wall clock (distill + evaluate)"]
+    rows = []
+    for run in runs:
+        r = run.results
+        protocol = r["protocol"]["name"] + (f" [{labels[protocol_key(r)]}]" if mixed else "")
+        baseline = r.get("random_baseline")
+        wall = r["wall_clock_seconds"]
+        cells = [f'<a href="#run-{run.index}">{e(run.path.name)}</a>', e(r["dataset"]), e(r["ipc"]), e(r["seed"]),
+                 e(r["recipe"]), e(r["container"]), e(r["objective"] or "–"),
+                 f'<span class="{"mixed" if mixed else ""}">{e(protocol)}</span>', e(r.get("iterations", "–")),
+                 f'{r["stored_floats"]:,} (× {number(r["budget_ratio"], 3)})', e(r["generated_images_per_class"]),
+                 *[e(mean_std(r["accuracy"].get(a), r["accuracy"].get(a, {}).get("n"))) for a in architectures],
+                 e(mean_std(baseline, len(baseline["draws"]) if baseline else None)),
+                 e(f'{seconds(wall["distill"])} + {seconds(wall.get("evaluate"))}')]
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    warning = ""
+    if mixed:
+        # a name and description can be shared by protocols with overridden settings: show what differs
+        differing = [k for k in dict.fromkeys(k for p in protocols.values() for k in p)
+                     if k != "description" and len({json.dumps(p.get(k), default=str) for p in protocols.values()}) > 1]
+        listed = "".join(f"<li>{labels[key]}: {e(p['name'])} — {e(p.get('description', ''))}<br>differs in: "
+                         + e(", ".join(f"{k} = {json.dumps(p.get(k), default=str)}" for k in differing)) +
+                         f"<details><summary>all settings</summary><pre>{e(json.dumps(p, indent=1, default=str))}"
+                         f"</pre></details></li>" for key, p in protocols.items())
+        warning = (f'<div class="warning"><strong>These runs were evaluated under {len(protocols)} different '
+                   f'protocols: accuracies under different protocols are not comparable.</strong>'
+                   f'<ul>{listed}</ul></div>')
+    return (f"<h2>Leaderboard</h2>{warning}<p class='caption'>Sorted by dataset, IPC, then accuracy of the first "
+            f"architecture (descending). Accuracy: mean ± std over evaluation networks, n networks.</p>"
+            f"<div class='scroll'><table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+# ------------------------------------------------------------------------------------------------- plots
+def ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round axis values (1, 2 or 5 x a power of ten apart) covering [low, high]."""
+    step = 10 ** math.floor(math.log10((high - low) / count))
+    step *= next(m for m in (1, 2, 5, 10) if (high - low) / (step * m) <= count)
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _span(values: list[float], pad: float = 0.0) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    pad = max(pad, (high - low) * 0.05)
+    return (low - pad, high + pad) if high - low + pad > 0 else (low - 1, high + 1)
+
+
+def loss_plot(points: list[tuple[float, float]], width: int = 400, height: int = 220) -> str:
+    if not points:
+        return "<p class='caption'>No losses logged (no metrics.jsonl, or a recipe without iterations).</p>"
+    points = points[::max(1, len(points) // MAX_CURVE_POINTS)] + points[-1:]
+    left, right, top, bottom = 56, 12, 10, 36
+    (x0, x1), (y0, y1) = _span([p[0] for p in points]), _span([p[1] for p in points])
+
+    def sx(x): return left + (x - x0) / (x1 - x0) * (width - left - right)
+    def sy(y): return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
+
+    grid = "".join(f'<line x1="{left}" x2="{width - right}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
+                   f'<text x="{left - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.4g}</text>' for t in ticks(y0, y1))
+    grid += "".join(f'<text x="{sx(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:.6g}</text>'
+                    for t in ticks(x0, x1) if x0 <= t <= x1)
+    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="loss against iteration">{grid}'
+            f'<polyline points="{line}" fill="none" stroke="{COLORS[0]}" stroke-width="1.5"/>'
+            f'<text x="{(left + width) / 2}" y="{height - 4}" text-anchor="middle">iteration</text>'
+            f'<text x="12" y="{(top + height - bottom) / 2}" text-anchor="middle" '
+            f'transform="rotate(-90 12 {(top + height - bottom) / 2})">loss</text></svg>')
+
+
+def accuracy_strip(results: dict, width: int = 400) -> str:
+    """One row of dots per architecture (a dot per network, a bar at the mean), plus the random-real draws."""
+    rows = []  # (label, values, color)
+    for i, (name, stats) in enumerate(results["accuracy"].items()):
+        values = stats.get("values") if isinstance(stats.get("values"), list) else [stats["mean"]]
+        rows.append((name, [v for v in values if _finite(v)], COLORS[i % len(COLORS)]))
+    if results.get("random_baseline"):
+        rows.append(("random real", [v for v in results["random_baseline"]["draws"] if _finite(v)], "#999"))
+    rows = [row for row in rows if row[1]]
+    if not rows:
+        return "<p class='caption'>No accuracies (the run was not evaluated).</p>"
+    left, right, row_height = 110, 14, 24
+    height = row_height * len(rows) + 30
+    low, high = _span([v for _, values, _ in rows for v in values], pad=1.0)
+
+    def sx(v): return left + (v - low) / (high - low) * (width - left - right)
+
+    parts = [f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="4" y2="{height - 26}" class="grid"/>'
+             f'<text x="{sx(t):.1f}" y="{height - 12}" text-anchor="middle">{t:g}</text>' for t in ticks(low, high)]
+    for i, (name, values, color) in enumerate(rows):
+        y = 4 + row_height * i + row_height / 2
+        mean = sum(values) / len(values)
+        parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{e(name)}</text>'
+                     f'<line x1="{sx(mean):.1f}" x2="{sx(mean):.1f}" y1="{y - 8}" y2="{y + 8}" stroke="{color}" '
+                     f'stroke-width="2"/>')
+        parts += [f'<circle cx="{sx(v):.1f}" cy="{y}" r="4" fill="{color}" fill-opacity="0.6"><title>{v:.2f}</title>'
+                  f'</circle>' for v in values]
+    parts.append(f'<text x="{(left + width) / 2}" y="{height}" text-anchor="middle">test accuracy %</text>')
+    return (f'<svg width="{width}" height="{height + 4}" role="img" aria-label="accuracy per network">'
+            f'{"".join(parts)}</svg>')
+
+
+def budget_bar(results: dict, width: int = 400) -> str:
+    """Stored floats by part as one stacked bar, against a line at the budget B (a bar past it is over budget)."""
+    stored, ratio = results["stored_floats"], results["budget_ratio"]
+    budget = results.get("budget_floats")
+    if not (_finite(budget) and budget > 0):  # budget_floats is optional in results.json; the ratio is not
+        budget = stored / ratio if _finite(ratio) and ratio > 0 else max(stored, 1)
+    by_part = results.get("stored_floats_by_part")
+    parts = {name: v for name, v in (by_part if isinstance(by_part, dict) else {"stored": stored}).items()
+             if _finite(v) and v > 0}
+    scale = (width - 20) / max(budget, sum(parts.values()), 1)
+    x, bars, legend = 10.0, [], []
+    for i, (name, floats) in enumerate(parts.items()):
+        color = COLORS[i % len(COLORS)]
+        bars.append(f'<rect x="{x:.1f}" y="8" width="{floats * scale:.1f}" height="22" fill="{color}">'
+                    f'<title>{e(name)}: {floats:,}</title></rect>')
+        legend.append(f'<li><span class="swatch" style="background:{color}"></span>{e(name)}: {floats:,.0f} floats '
+                      f'({floats / budget:.1%} of budget)</li>')
+        x += floats * scale
+    marker = 10 + budget * scale
+    anchor = "end" if marker > width / 2 else "start"  # the label stays inside the plot
+    svg = (f'<svg width="{width}" height="52" role="img" aria-label="stored floats against the budget">'
+           f'<rect x="10" y="8" width="{budget * scale:.1f}" height="22" fill="#eee"/>{"".join(bars)}'
+           f'<line x1="{marker:.1f}" x2="{marker:.1f}" y1="2" y2="36" stroke="#000" stroke-dasharray="3,2"/>'
+           f'<text x="{marker:.1f}" y="48" text-anchor="{anchor}">budget B = {budget:,.0f} floats</text>'
+           f'</svg>')
+    return f"{svg}<ul class='legend'>{''.join(legend)}</ul>"
+
+
+# ------------------------------------------------------------------------------------------------ images
+def png_uri(pixels: np.ndarray) -> str:
+    """(H, W) or (H, W, 3) floats in [0, 1] -> a data: URI of a PNG."""
+    image = Image.fromarray(np.round(np.nan_to_num(pixels) * 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_grid(pixels: np.ndarray, labels: np.ndarray, class_names) -> tuple[list[tuple[str, str, int]], str]:
+    """One PNG strip per class (up to IMAGES_PER_CLASS images, nearest-neighbour upscaled); a strip per class
+    keeps each class name an HTML label (escaped text) next to its row instead of text drawn into pixels."""
+    channels, height, width = pixels.shape[1:]
+    pixels = pixels.transpose(0, 2, 3, 1)
+    pixels = pixels[..., :3] if channels >= 3 else pixels[..., 0]  # grey for 1 (or 2) channels
+    scale = max(1, round(CELL_PIXELS / max(height, width)))
+    gap = np.ones((height * scale, 2) + pixels.shape[3:])  # white between images
+    counts = np.array([(labels == c).sum() for c in range(len(class_names))])  # labels from a file: any integers
+    rows = []
+    for c, name in enumerate(class_names[:MAX_CLASSES]):
+        images = pixels[labels == c][:IMAGES_PER_CLASS]
+        if not len(images):
+            rows.append((name, "", 0))
+            continue
+        big = images.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest neighbour: 8x8 pixels stay crisp
+        strip = np.concatenate([part for image in big for part in (image, gap)][:-1], axis=1)
+        rows.append((name, png_uri(strip), len(images)))
+    per_class = int(counts.max()) if len(counts) else 0
+    note = ("" if counts.min() == per_class else "up to ") + f"{per_class} generated image(s) per class"
+    if per_class > IMAGES_PER_CLASS:
+        note += f"; showing the first {IMAGES_PER_CLASS}"
+    if len(class_names) > MAX_CLASSES:
+        note += f"; showing the first {MAX_CLASSES} of {len(class_names)} classes"
+    return rows, note + f"; {height}×{width} pixels shown at {scale}×."
+
+
+def grid_html(run: Run) -> str:
+    if not run.grid:
+        return "<p class='caption'>No generated images available.</p>"
+    rows = "".join(f"<tr><th>{e(name)}</th><td>" + (f'<img src="{uri}" alt="generated images of class {e(name)}">'
+                                                     if uri else "<em>no images</em>") + "</td></tr>"
+                   for name, uri, _ in run.grid)
+    return f"<table class='grid'>{rows}</table><p class='caption'>{e(run.grid_note)}</p>"
+
+
+# -------------------------------------------------------------------------------------------------- page
+def run_section(run: Run) -> str:
+    r = run.results
+    facts = {"directory": str(run.path), "recipe": r["recipe"], "dataset": r["dataset"], "IPC": r["ipc"],
+             "seed": r["seed"], "container": r["container"], "objective": r["objective"] or "–",
+             "protocol": f'{r["protocol"]["name"]} — {r["protocol"].get("description", "")}',
+             "iterations": r.get("iterations", "–"),
+             "preprocessing": (run.metadata or {}).get("preprocessing", {}).get("kind", "–"),
+             "device / precision": f'{r.get("device", "–")} / {r.get("precision", "–")}',
+             "library version": r.get("library_version", "–")}
+    if r.get("stopped_by_time_limit"):
+        facts["stopped"] = "by the time limit"
+    notes = ([f"recipe settings: {r['recipe_fallback']}"] if r.get("recipe_fallback") else []) + run.notes
+    return (f'<section id="run-{run.index}"><h2>{e(run.path.name)} <small>{e(r["recipe"])} · {e(r["dataset"])} · '
+            f'IPC {e(r["ipc"])}</small></h2>'
+            f"<dl>{''.join(f'<dt>{e(k)}</dt><dd>{e(v)}</dd>' for k, v in facts.items())}</dl>"
+            + "".join(f"<p class='note'>{e(note)}</p>" for note in notes) +
+            f"<div class='panels'><div><h3>Loss</h3>{loss_plot(run.losses)}</div>"
+            f"<div><h3>Accuracy of each evaluation network</h3>{accuracy_strip(r)}</div>"
+            f"<div><h3>Budget: where the stored floats go</h3>{budget_bar(r)}</div></div>"
+            f"<h3>Generated images</h3>{grid_html(run)}</section>")
+
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: middle; }
+thead th { background: #f3f3f3; position: sticky; top: 0; }
+tbody tr:nth-child(even) { background: #fafafa; }
+.scroll { overflow-x: auto; }
+.mixed { background: #ffe7a8; padding: 0 3px; border-radius: 3px; white-space: nowrap; }
+.warning { background: #fff4d6; border: 1px solid #e0b84f; padding: 8px 12px; margin: 8px 0; }
+.note { color: #8a5300; font-size: 13px; }
+.caption { color: #666; font-size: 13px; }
+h2 small { color: #666; font-weight: normal; font-size: 15px; }
+section { border-top: 2px solid #ccc; margin-top: 28px; }
+dl { display: grid; grid-template-columns: repeat(4, max-content minmax(0, 1fr)); gap: 2px 12px; font-size: 13px; }
+dt { color: #666; } dd { margin: 0; overflow-wrap: anywhere; }
+.panels { display: flex; flex-wrap: wrap; gap: 24px; }
+svg { font-size: 11px; fill: #333; } svg .grid { stroke: #e4e4e4; }
+.legend { list-style: none; padding: 0; font-size: 13px; margin: 0; }
+.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 6px; }
+.grid th { font-weight: normal; text-align: right; background: none; }
+.grid td { padding: 2px; } .grid img { display: block; image-rendering: pixelated; }
+"""
+
+
+def write_html_report(run_directories: list[Path | str], out: Path | str) -> Path:
+    """Write one self-contained HTML page comparing ``run_directories``; returns its path. A run whose
+    results.json is missing or invalid raises ArtifactError (there is nothing to compare it by)."""
+    runs = [read_run(Path(directory)) for directory in run_directories]
+    runs.sort(key=lambda run: (run.results["dataset"], run.results["ipc"], -primary_accuracy(run.results)))
+    for index, run in enumerate(runs):
+        run.index = index
+    body = leaderboard(runs) + "".join(run_section(run) for run in runs)
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>Condensation report: {len(runs)} run(s)</title><style>{STYLE}</style></head>"
+            f"<body><h1>Condensation report</h1><p class='caption'>{len(runs)} run(s)</p>{body}</body></html>\n")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
