@@ -251,3 +251,18 @@ def test_aum_averages_one_margin_per_epoch_of_the_run():
     finally:
         pruning_module.margins = original
     assert calls == [15] * 4
+
+
+def test_every_container_reports_where_its_floats_go():
+    from condensation.containers import CONTAINERS, create_container
+    from tests.conftest import tiny_real
+
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    _, preprocessing = tiny_real(spec)
+    for name in CONTAINERS.names():
+        container = create_container(name, spec, 4, preprocessing)
+        parts = container.floats_per_part()
+        assert sum(parts.values()) == container.stored_floats(), name
+    hmn = create_container("hmn", spec, 4, preprocessing)
+    assert set(hmn.floats_per_part()) == {"dataset memory", "class extractors", "class memories", "instance memories",
+                                          "decoder"}

@@ -179,6 +179,13 @@ class HMN(Container):
     def generated_per_class(self) -> int:
         return self.config.instances_per_class
 
+    def floats_per_part(self) -> dict[str, int]:
+        """The paper's parts: where the budget goes (results.json, the HTML report)."""
+        return {"dataset memory": self.dataset_memory.numel(),
+                "class extractors": self.extractor_weight.numel() + self.extractor_bias.numel(),
+                "class memories": self.class_memory.numel(), "instance memories": self.instance_memory.numel(),
+                "decoder": sum(p.numel() for p in self.decoder.parameters())}
+
     def per_class_parameters(self) -> list[torch.Tensor]:
         # the dataset memory and the decoder are shared by every class
         return [self.extractor_weight, self.extractor_bias, self.class_memory, self.instance_memory]

@@ -87,6 +87,9 @@ class AddressableMemories(Container):
     def generated_per_class(self) -> int:
         return self.r
 
+    def floats_per_part(self) -> dict[str, int]:
+        return {"memories": self.memories.numel(), "addresses": self.coefficients.numel()}
+
     def per_class_parameters(self) -> list[torch.Tensor]:
         return [self.coefficients]  # the memories are shared by every class
 
