@@ -162,7 +162,8 @@ def test_hf_export_without_datasets_names_the_extra(digits_run, tmp_path, monkey
 
 
 def test_hf_export_round_trips(digits_run, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a test dependency (pyproject's test extra): a missing package fails here, loudly
+
     artifact = load_artifact(digits_run)
     previous = os.umask(0o022)
     try:
