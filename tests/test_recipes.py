@@ -145,3 +145,20 @@ def test_describe_shows_the_effective_learning_rate():
 def test_unknown_recipe_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown recipe"):
         get_recipe("nope", "cifar10", 1)
+
+
+def test_the_projects_docs_and_code_point_to_nothing_outside_it():
+    """The method documentation lives in docs/; no file refers users to the team's notes outside the
+    repository."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for folder in ("src", "docs", "benchmarks") for p in (root / folder).rglob("*")
+             if p.suffix in (".py", ".md", ".toml", ".sh")] + [root / "README.md"]
+    offending = [str(p.relative_to(root)) for p in files if "METHODS.md" in p.read_text(errors="ignore")
+                 or "../shared/docs" in p.read_text(errors="ignore")]
+    assert offending == []
+    methods = (root / "docs" / "methods.md").read_text()
+    for heading in ("## Containers", "## Objectives", "## Evaluation protocols", "## Recipes", "## Published numbers"):
+        assert heading in methods
+    assert (root / "docs" / "reproducing.md").exists()

@@ -184,3 +184,26 @@ def test_a_run_whose_values_explode_at_a_finite_loss_is_stopped(tmp_path):
 def test_non_positive_batch_sizes_are_refused_by_every_objective(tmp_path, recipe):
     with pytest.raises(ConfigError, match="real_per_class"):
         distill(_config(tmp_path, recipe=recipe, objective_settings={"real_per_class": -3}))
+
+
+def test_tensorboard_gets_the_loss_of_every_iteration_and_the_accuracies(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    distill(_config(tmp_path, tensorboard=str(tmp_path / "tb"), iterations=5))
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    losses = events.Scalars("condense/loss")
+    assert [e.step for e in losses] == [0, 1, 2, 3, 4]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[0].value == pytest.approx(metrics[0]["loss"], rel=1e-6)
+    assert [e.step for e in events.Scalars("accuracy/convnet")] == [5]
+
+
+def test_every_phase_of_a_run_says_what_it_does(tmp_path, capsys):
+    distill(_config(tmp_path, recipe="random", objective_settings={}, iterations=None, progress=True,
+                    random_baseline=True, random_baseline_draws=1))
+    err = capsys.readouterr().err
+    for phase in ("loading digits", "fitting 'normalize' preprocessing", "choosing 1 real image(s) per class",
+                  "evaluating under protocol 'smoke'", "random real images at IPC 1"):
+        assert f"condense: {phase}" in err, phase
+    assert "done in" in err

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", help="run directory (default runs/<recipe>-<dataset>-ipc<N>-seed<S>, with -2, -3, ... "
                                  "rather than touching a finished run)")
     d.add_argument("--data-root", help="folder holding the dataset (default: none; digits needs none)")
+    d.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard event files (loss per iteration, "
+                                                         "accuracies) into DIR; needs `pip install tensorboard`")
+    d.add_argument("--dataset-set", action="append", metavar="KEY=VALUE",
+                   help="dataset setting (repeatable), e.g. image_folder's image_size=32 to resize mixed sizes")
     d.add_argument("--container", help="override the recipe's container (condense list containers)")
     d.add_argument("--container-set", action="append", metavar="KEY=VALUE",
                    help="container setting, over the recipe's (repeatable)")
@@ -179,10 +183,11 @@ def _distill(args) -> int:
         "container": args.container, "objective": args.objective, "learning_rate": args.learning_rate,
         "optimizer": args.optimizer, "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
         "random_baseline_draws": args.random_baseline_draws, "preprocessing": args.preprocessing,
-        "precision": args.precision, "time_limit": args.time_limit,
+        "precision": args.precision, "time_limit": args.time_limit, "tensorboard": args.tensorboard,
         "architectures": tuple(args.architectures.split(",")) if args.architectures else None,
     }
-    for key, pairs, flag in (("container_settings", args.container_set, "--container-set"),
+    for key, pairs, flag in (("dataset_settings", args.dataset_set, "--dataset-set"),
+                             ("container_settings", args.container_set, "--container-set"),
                              ("objective_settings", args.objective_set, "--objective-set"),
                              ("protocol_settings", args.protocol_set, "--protocol-set"),
                              ("post_condense_settings", args.post_condense_set, "--post-condense-set")):

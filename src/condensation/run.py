@@ -1,6 +1,7 @@
 """The public entry points the CLI wraps: ``distill`` (condense, save, evaluate) and ``evaluate_artifact``."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -46,6 +47,7 @@ class RunConfig:
     device: str = "auto"
     out: str | None = None
     data_root: str | None = None
+    dataset_settings: dict = field(default_factory=dict)  # e.g. image_folder's image_size
     container: str | None = None  # None: the recipe's
     container_settings: dict = field(default_factory=dict)
     objective: str | None = None
@@ -67,6 +69,7 @@ class RunConfig:
     precision: str = "fp32"  # "bf16": no-gradient forwards (real features/gradients, test accuracy) in bfloat16
     time_limit: str | float | None = None  # condensation wall clock: seconds, or "90s", "20m", "1.5h"
     allow_repeated_images: bool = False  # True: an IPC above a class's image count samples with replacement
+    tensorboard: str | None = None  # a folder for TensorBoard event files: the loss per iteration, the accuracies
 
 
 def load_run_config(path: str | Path, **overrides) -> RunConfig:
@@ -248,7 +251,8 @@ def fingerprint(config: RunConfig) -> str:
     """Identifies a run's configuration for --resume (progress and output settings excluded)."""
     values = dataclasses.asdict(config)
     # a resumed run may take another time limit: the limit decides where a run stops, not what it computes
-    for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device", "time_limit"):
+    for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device", "time_limit",
+                "tensorboard"):
         values.pop(key)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -343,7 +347,8 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
         print(f"condense: '{out}' has already finished; its results are unchanged", file=sys.stderr)
         return json.loads((out / "results.json").read_text())
     with phase(f"loading {config.dataset}", config.progress):
-        dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction)
+        dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction,
+                               **config.dataset_settings)
     check_dataset_for_run(dataset, config)
     for architecture in plan.architectures:  # a network that cannot take these images fails now, not after hours
         create_network(architecture, dataset.spec)
@@ -363,7 +368,9 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
         if stage == "post_condense":
             container, record = _load_post_condense_state(out, device, generator)
         else:
-            container, record = _condense_stage(out, config, plan, dataset, objective, generator, resume, run_fingerprint)
+            with tensorboard_writer(config.tensorboard) as log:
+                container, record = _condense_stage(out, config, plan, dataset, objective, generator, resume,
+                                                    run_fingerprint, log)
         real = RealPool(dataset.train, dataset.spec.num_classes, container.preprocessing, device)
         if plan.recipe.post_condense is not None:
             started = time.perf_counter()
@@ -405,6 +412,9 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
                                       device, objective_values.get("learned_learning_rate"), config.progress,
                                       precision=config.precision)
         results["accuracy"] = {k: dataclasses.asdict(v) for k, v in accuracy.items()}
+        with tensorboard_writer(config.tensorboard) as log:
+            for architecture, summary in accuracy.items() if log is not None else ():
+                log.add_scalar(f"accuracy/{architecture}", summary.mean, metadata["iterations"])
         if config.random_baseline:
             with phase(f"random real images at IPC {config.ipc}: {config.random_baseline_draws} draw(s), one network "
                        "each", config.progress):
@@ -420,7 +430,7 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
 
 
 def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective, generator, resume: bool,
-                    run_fingerprint: str) -> tuple:
+                    run_fingerprint: str, log=None) -> tuple:
     """Build, initialize and condense (or select) the container; returns it and what the artifact records."""
     with phase(f"fitting '{plan.preprocessing}' preprocessing on {len(dataset.train)} training images", config.progress):
         preprocessing = Preprocessing(plan.preprocessing).fit(dataset.train.images)
@@ -448,6 +458,7 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
             container, objective, real, plan.optimizer, LoopConfig(plan.iterations, config.checkpoint_every),
             generator, checkpoint_path=out / "checkpoint.pt", resume=resume, fingerprint=run_fingerprint,
             metrics_path=out / "metrics.jsonl", progress=config.progress, time_limit=plan.time_limit_seconds,
+            on_iteration=None if log is None else (lambda iteration, loss: log.add_scalar("condense/loss", loss, iteration)),
         )
         record.update(iterations=result.iterations, stopped_by_time_limit=result.stopped_by_time_limit,
                       losses=result.losses, seconds=result.seconds,
@@ -460,6 +471,23 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
             "fingerprint": run_fingerprint, "generator_state": generator.get_state().tolist(),
             **{k: record[k] for k in ("iterations", "stopped_by_time_limit", "losses", "seconds", "objective_values")}})
     return container, record
+
+
+@contextlib.contextmanager
+def tensorboard_writer(folder: str | None):
+    """A TensorBoard SummaryWriter on ``folder`` (None: no logging), closed on exit."""
+    if folder is None:
+        yield None
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    writer = SummaryWriter(str(folder))
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def _load_post_condense_state(out: Path, device, generator: torch.Generator) -> tuple:
@@ -540,7 +568,8 @@ def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=Non
         artifact = load_artifact(path, torch_device)
     meta = artifact.metadata
     dataset = load_dataset(meta["dataset"], data_root or meta["config"].get("data_root"),
-                           validation_fraction=meta["config"].get("validation_fraction", 0.1))
+                           validation_fraction=meta["config"].get("validation_fraction", 0.1),
+                           **(meta["config"].get("dataset_settings") or {}))
     started = time.perf_counter()
     accuracy = evaluate_container(artifact.container, dataset.test, chosen, seed, evaluated,
                                   torch_device, artifact.learned_learning_rate, progress, precision=precision)

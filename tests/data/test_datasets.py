@@ -405,3 +405,19 @@ def test_image_folder_names_an_unreadable_image(tmp_path, damage):
     bad.write_bytes(bad.read_bytes()[:30] if damage == "truncated" else b"\x89PNG not really")
     with pytest.raises(DataError, match=r"train.b.0\.png' cannot be decoded"):
         load_dataset("image_folder", tmp_path)
+
+
+def test_image_folder_resizes_mixed_sizes_when_asked(tmp_path):
+    """Before: mixed sizes were refused with no way out. image_size resizes the shorter side and crops."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for name, shape in (("a", (20, 30, 3)), ("b", (12, 12, 3))):
+            write_png(tmp_path / split / name / "0.png", rng.integers(0, 256, shape, dtype=np.uint8))
+    with pytest.raises(DataError, match="same size"):
+        load_dataset("image_folder", tmp_path, validation_fraction=0.0)
+    dataset = load_dataset("image_folder", tmp_path, validation_fraction=0.0, image_size=8)
+    assert dataset.train.images.shape == (2, 3, 8, 8) and dataset.test.images.shape == (2, 3, 8, 8)
+    with pytest.raises(DataError, match="takes no setting"):
+        load_dataset("digits", None, image_size=8)
+    with pytest.raises(DataError, match="image_size must be an integer"):
+        load_dataset("image_folder", tmp_path, image_size="big")

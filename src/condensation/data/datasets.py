@@ -6,6 +6,8 @@ fixed seed of its own) is carved out of the training set once, so every run sees
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -112,12 +114,19 @@ def load_dataset(
     root: str | Path | None = None,
     download: bool = False,
     validation_fraction: float = 0.1,
+    **settings,
 ) -> Dataset:
-    """Build a dataset by name (see ``DATASETS.names()``); ``root`` is its folder."""
+    """Build a dataset by name (see ``DATASETS.names()``); ``root`` is its folder; ``settings`` go to its
+    builder (image_folder: ``image_size``)."""
     builder = DATASETS.get(name)
     if root is not None and not download and not Path(root).exists():
         raise DataError(f"dataset root '{root}' does not exist")
-    raw = builder(root=root, download=download)
+    accepted = set(inspect.signature(builder).parameters) - {"root", "download"}
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise DataError(f"dataset '{name}' takes no setting(s) {', '.join(unknown)}"
+                        f"{'; it takes: ' + ', '.join(sorted(accepted)) if accepted else ''}")
+    raw = builder(root=root, download=download, **settings)
     num_classes = len(raw.class_names)
     train, validation = split_validation(raw.train, num_classes, validation_fraction)
     _, c, h, w = raw.train.images.shape

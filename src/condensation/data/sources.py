@@ -220,11 +220,17 @@ def _decode_image(path: Path, mode: str) -> torch.Tensor:
     return torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
 
 
-def _read_images(paths: list[Path], mode: str) -> torch.Tensor:
-    """Image files of one size -> uint8 (N, C, H, W); with mode 'UNCHANGED' a gray/colour mix becomes RGB."""
+def _read_images(paths: list[Path], mode: str, image_size: int | None = None) -> torch.Tensor:
+    """Image files of one size -> uint8 (N, C, H, W); with mode 'UNCHANGED' a gray/colour mix becomes RGB.
+    ``image_size``: every image is first resized (shorter side, antialiased) and centre-cropped to a square."""
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
         warnings.simplefilter("ignore", DeprecationWarning)
         images = [_read_image(path, mode) for path in paths]
+    if image_size is not None:
+        from torchvision.transforms.v2.functional import center_crop, resize
+
+        images = [center_crop(resize(image, [image_size], antialias=True), [image_size, image_size])
+                  for image in images]
     if not images:
         raise DataError("no image files found")
     for path, image in zip(paths, images):
@@ -287,10 +293,13 @@ IMAGE_FOLDER_TEST_FRACTION = 0.2
 
 
 @DATASETS.register("image_folder")
-def image_folder(root=None, download: bool = False) -> RawSplits:
+def image_folder(root=None, download: bool = False, image_size: int | None = None) -> RawSplits:
     """Any ImageFolder-style tree: ``root/train/<class>/*`` and ``root/test/<class>/*`` (``val`` is accepted
     for ``test``), or only ``root/<class>/*``, split once into 80/20 per class with a fixed seed. Classes
-    are the sorted folder names of the training tree; all images must share one size (no resizing)."""
+    are the sorted folder names of the training tree. Images must share one size unless ``image_size`` is
+    given (``--dataset-set image_size=32``): then each is resized on its shorter side and centre-cropped."""
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 3):
+        raise DataError(f"image_folder: image_size must be an integer >= 3, got {image_size!r}")
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     path = _require_root(root, "image_folder")
@@ -310,7 +319,7 @@ def image_folder(root=None, download: bool = False) -> RawSplits:
     except FileNotFoundError as error:
         raise DataError(f"image_folder: {error} (under '{path}')") from None
     samples = train_samples + test_samples
-    images = _read_images([Path(p) for p, _ in samples], "UNCHANGED")
+    images = _read_images([Path(p) for p, _ in samples], "UNCHANGED", image_size)
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     if train_dir != path:
         n = len(train_samples)
