@@ -207,3 +207,29 @@ def test_every_phase_of_a_run_says_what_it_does(tmp_path, capsys):
                   "evaluating under protocol 'smoke'", "random real images at IPC 1"):
         assert f"condense: {phase}" in err, phase
     assert "done in" in err
+
+
+def test_wandb_gets_the_same_scalars_when_asked(tmp_path, monkeypatch):
+    """W&B is optional and not a test dependency: a stand-in module records what the run sends."""
+    import sys
+    import types
+
+    calls = {"init": [], "log": [], "finish": 0}
+
+    class Run:
+        def log(self, values, step):
+            calls["log"].append((values, step))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls["init"].append(kwargs) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    distill(_config(tmp_path, wandb="condensation-test", iterations=3))
+    assert calls["init"][0]["project"] == "condensation-test" and calls["init"][0]["config"]["recipe"] == "dm"
+    assert [step for values, step in calls["log"] if "condense/loss" in values] == [0, 1, 2]
+    assert any("accuracy/convnet" in values for values, _ in calls["log"]) and calls["finish"] == 1  # one W&B run per distill
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        distill(_config(tmp_path, "other", wandb="x"))

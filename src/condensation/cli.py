@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-root", help="folder holding the dataset (default: none; digits needs none)")
     d.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard event files (loss per iteration, "
                                                          "accuracies) into DIR; needs `pip install tensorboard`")
+    d.add_argument("--wandb", metavar="PROJECT", help="log the same scalars to this Weights & Biases project; "
+                                                       "needs `pip install wandb`")
     d.add_argument("--dataset-set", action="append", metavar="KEY=VALUE",
                    help="dataset setting (repeatable), e.g. image_folder's image_size=32 to resize mixed sizes")
     d.add_argument("--container", help="override the recipe's container (condense list containers)")
@@ -184,6 +186,7 @@ def _distill(args) -> int:
         "optimizer": args.optimizer, "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
         "random_baseline_draws": args.random_baseline_draws, "preprocessing": args.preprocessing,
         "precision": args.precision, "time_limit": args.time_limit, "tensorboard": args.tensorboard,
+        "wandb": args.wandb,
         "architectures": tuple(args.architectures.split(",")) if args.architectures else None,
     }
     for key, pairs, flag in (("dataset_settings", args.dataset_set, "--dataset-set"),

@@ -70,6 +70,7 @@ class RunConfig:
     time_limit: str | float | None = None  # condensation wall clock: seconds, or "90s", "20m", "1.5h"
     allow_repeated_images: bool = False  # True: an IPC above a class's image count samples with replacement
     tensorboard: str | None = None  # a folder for TensorBoard event files: the loss per iteration, the accuracies
+    wandb: str | None = None  # a Weights & Biases project for the same scalars (needs wandb installed)
 
 
 def load_run_config(path: str | Path, **overrides) -> RunConfig:
@@ -252,7 +253,7 @@ def fingerprint(config: RunConfig) -> str:
     values = dataclasses.asdict(config)
     # a resumed run may take another time limit: the limit decides where a run stops, not what it computes
     for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device", "time_limit",
-                "tensorboard"):
+                "tensorboard", "wandb"):
         values.pop(key)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -346,6 +347,12 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
     if stage == "done":
         print(f"condense: '{out}' has already finished; its results are unchanged", file=sys.stderr)
         return json.loads((out / "results.json").read_text())
+    with run_log(config) as log:  # one TensorBoard folder / W&B run for the whole run
+        return _distill_stages(out, config, plan, stage, run_fingerprint, resume, log)
+
+
+def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fingerprint: str, resume: bool,
+                    log) -> dict:
     with phase(f"loading {config.dataset}", config.progress):
         dataset = load_dataset(config.dataset, config.data_root, validation_fraction=config.validation_fraction,
                                **config.dataset_settings)
@@ -368,9 +375,8 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
         if stage == "post_condense":
             container, record = _load_post_condense_state(out, device, generator)
         else:
-            with tensorboard_writer(config.tensorboard) as log:
-                container, record = _condense_stage(out, config, plan, dataset, objective, generator, resume,
-                                                    run_fingerprint, log)
+            container, record = _condense_stage(out, config, plan, dataset, objective, generator, resume,
+                                                run_fingerprint, log)
         real = RealPool(dataset.train, dataset.spec.num_classes, container.preprocessing, device)
         if plan.recipe.post_condense is not None:
             started = time.perf_counter()
@@ -412,9 +418,8 @@ def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
                                       device, objective_values.get("learned_learning_rate"), config.progress,
                                       precision=config.precision)
         results["accuracy"] = {k: dataclasses.asdict(v) for k, v in accuracy.items()}
-        with tensorboard_writer(config.tensorboard) as log:
-            for architecture, summary in accuracy.items() if log is not None else ():
-                log.add_scalar(f"accuracy/{architecture}", summary.mean, metadata["iterations"])
+        for architecture, summary in accuracy.items() if log is not None else ():
+            log.add_scalar(f"accuracy/{architecture}", summary.mean, metadata["iterations"])
         if config.random_baseline:
             with phase(f"random real images at IPC {config.ipc}: {config.random_baseline_draws} draw(s), one network "
                        "each", config.progress):
@@ -473,21 +478,50 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
     return container, record
 
 
+class RunLog:
+    """Scalars to TensorBoard and/or Weights & Biases, whichever the run asked for (``add_scalar`` as
+    TensorBoard's SummaryWriter). Each is optional: asked for and not installed is a ConfigError."""
+
+    def __init__(self, config: "RunConfig"):
+        self.writers, self.wandb = [], None
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.writers.append(SummaryWriter(str(config.tensorboard)))
+        if config.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("--wandb needs the wandb package: pip install wandb") from None
+            self.wandb = wandb.init(project=config.wandb, config=_jsonable(dataclasses.asdict(config)),
+                                    name=Path(config.out).name if config.out else None, reinit=True)  # a second distill in the same process starts its own run
+
+    def add_scalar(self, name: str, value: float, step: int) -> None:
+        for writer in self.writers:
+            writer.add_scalar(name, value, step)
+        if self.wandb is not None:
+            self.wandb.log({name: value}, step=step)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
 @contextlib.contextmanager
-def tensorboard_writer(folder: str | None):
-    """A TensorBoard SummaryWriter on ``folder`` (None: no logging), closed on exit."""
-    if folder is None:
+def run_log(config: "RunConfig"):
+    """A RunLog for the run's --tensorboard / --wandb (None when neither is asked for), closed on exit."""
+    if not config.tensorboard and not config.wandb:
         yield None
         return
+    log = RunLog(config)
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    writer = SummaryWriter(str(folder))
-    try:
-        yield writer
+        yield log
     finally:
-        writer.close()
+        log.close()
 
 
 def _load_post_condense_state(out: Path, device, generator: torch.Generator) -> tuple:
