@@ -495,8 +495,9 @@ class RunLog:
                 import wandb
             except ImportError:
                 raise ConfigError("--wandb needs the wandb package: pip install wandb") from None
+            # reinit: a second distill in the same process starts a run of its own
             self.wandb = wandb.init(project=config.wandb, config=_jsonable(dataclasses.asdict(config)),
-                                    name=Path(config.out).name if config.out else None, reinit=True)  # a second distill in the same process starts its own run
+                                    name=Path(config.out).name if config.out else None, reinit=True)
 
     def add_scalar(self, name: str, value: float, step: int) -> None:
         for writer in self.writers:
