@@ -139,3 +139,13 @@ def test_page_renders_in_headless_chromium(runs, tmp_path):
     image = Image.open(screenshot).convert("RGB")
     assert image.size == (1400, 2000)
     assert len(image.getcolors(maxcolors=1 << 20)) > 50  # text, plots and digit images, not a blank page
+
+
+def test_a_setting_an_older_run_did_not_record_is_not_a_protocol_difference():
+    from condensation.report import protocol_key
+
+    current = {"protocol": {"name": "cpu", "augment_strategy": "color_crop_cutout_flip_scale_rotate", "steps": 200}}
+    older = {"protocol": {"name": "cpu", "steps": 200}}  # written before augment_strategy existed
+    assert protocol_key(current) == protocol_key(older)
+    overridden = {"protocol": {"name": "cpu", "steps": 100}}
+    assert protocol_key(overridden) != protocol_key(older)

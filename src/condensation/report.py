@@ -9,6 +9,7 @@ run (directory names, recipe names, class names...) is escaped: run directories 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -115,10 +116,20 @@ def seconds(value) -> str:
     return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
+def recorded_protocol(results: dict) -> dict:
+    """The run's protocol settings; a setting a run's (older) library version did not record yet had the
+    library's default then, so it is filled in rather than read as a difference."""
+    from .evaluation.protocols import Protocol
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Protocol) if f.default is not dataclasses.MISSING}
+    recorded = results["protocol"]
+    return {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
+
+
 def protocol_key(results: dict) -> str:
     """Two runs share a protocol only if every setting matches (a name can hide overridden settings); the
     description is prose, not a setting."""
-    protocol = {k: v for k, v in results["protocol"].items() if k != "description"}
+    protocol = {k: v for k, v in recorded_protocol(results).items() if k != "description"}
     return json.dumps(protocol, sort_keys=True, default=str)
 
 
@@ -132,7 +143,7 @@ def primary_accuracy(results: dict) -> float:
 # ------------------------------------------------------------------------------------------ leaderboard
 def leaderboard(runs: list[Run]) -> str:
     architectures = list(dict.fromkeys(name for run in runs for name in run.results["accuracy"]))
-    protocols = {protocol_key(run.results): run.results["protocol"] for run in runs}  # distinct, in order
+    protocols = {protocol_key(run.results): recorded_protocol(run.results) for run in runs}  # distinct, in order
     labels = {key: f"P{i + 1}" for i, key in enumerate(protocols)}
     mixed = len(protocols) > 1
     head = ["run", "dataset", "IPC", "seed", "recipe", "container", "objective", "protocol", "iterations",
