@@ -8,15 +8,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib  # noqa: F401  (re-exported for recipes and run configs)
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one writer per directory is then the user's to keep
     fcntl = None
-
-import torch
-from safetensors.torch import save_file
 
 
 def sha256(path: Path) -> str:
@@ -100,8 +108,6 @@ class DirectoryLock:
         self.handle = None
 
     def __enter__(self) -> "DirectoryLock":
-        from .errors import ConfigError
-
         if self.directory.exists() and not self.directory.is_dir():
             raise ConfigError(f"'{self.directory}' is a file; a run directory (--out) must be a folder")
         self.created = not self.directory.exists()

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .recipes import tomllib
 from .artifacts import atomic_write_json, is_artifact, load_artifact, save_artifact
 from .containers import create_container
 from .data import Preprocessing, load_dataset
@@ -25,7 +24,7 @@ from .engine.condense import LoopConfig, OptimizerConfig, condense
 from .engine.real import RealPool
 from .errors import ConfigError
 from .evaluation import AccuracySummary, evaluate_container, get_protocol
-from .io import DirectoryLock
+from .io import DirectoryLock, tomllib
 from .networks import NETWORKS, create_network
 from .objectives import create_objective
 from .pruning import POST_CONDENSE

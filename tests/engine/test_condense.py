@@ -82,7 +82,7 @@ def test_an_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     def failing_replace(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("condensation.engine.checkpoint.os.replace", failing_replace)
+    monkeypatch.setattr("condensation.io.os.replace", failing_replace)  # the shared atomic writer renames
     with pytest.raises(OSError):
         save_checkpoint(path, {"step": 2})
     monkeypatch.undo()

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 from pathlib import Path
 
 import torch
 
 from ..errors import ArtifactError
+from ..io import atomic_write_bytes
 
 MAGIC = b"CONDENSE-CKPT-1\n"
 
@@ -20,12 +20,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
 def load_checkpoint(path: str | Path) -> dict:

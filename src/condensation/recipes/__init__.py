@@ -17,17 +17,12 @@ step; see each file for how that maps onto its paper's loops); the CLI's flags o
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.condense import OptimizerConfig
 from ..errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10
-    import tomli as tomllib
+from ..io import tomllib
 
 RECIPE_FOLDER = Path(__file__).parent
 # keys a [base] or [[cell]] table may set: plain values, and tables whose entries are merged one by one
