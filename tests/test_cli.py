@@ -3,6 +3,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 import condensation
 from condensation.cli import build_parser, main
@@ -161,3 +162,23 @@ def test_distill_table_says_n1_for_one_network(capsys, tmp_path):
                  str(tmp_path / "r"), "--quiet"]) == 0
     table = capsys.readouterr().out
     assert "(n=1)" in table and "± 0.00" not in table
+
+
+def test_query_writes_the_mixed_images_of_a_run(digits_run, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from condensation.artifacts import load_artifact
+
+    out = tmp_path / "queries"
+    assert main(["query", str(digits_run), "--mix", "0", "--mix", "0.25*3+0.75*5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "linear" in printed and "row 2: 0.25*3+0.75*5" in printed
+    stored = load_file(str(out / "queries.safetensors"))
+    generated = load_artifact(digits_run).container.generate_all().images
+    per_class = generated.shape[0] // 10
+    classes = generated.view(10, per_class, *generated.shape[1:])
+    torch.testing.assert_close(stored["images"][0], classes[0])  # one class alone: its own images
+    torch.testing.assert_close(stored["images"][1], 0.25 * classes[3] + 0.75 * classes[5])
+    assert (out / "queries.png").exists()
+    assert main(["query", str(digits_run), "--mix", "no-such-class"]) == 2
+    assert "no-such-class" in capsys.readouterr().err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -145,6 +146,56 @@ def build_parser() -> argparse.ArgumentParser:
                         "preprocessing.json/.safetensors and a README.md")
     x.add_argument("--out", required=True,
                    help="directory to create for the export (must not exist, or be empty; parents are created)")
+    q = commands.add_parser("query", help="images for label mixtures (RTP's generalized queries) from an artifact",
+                            formatter_class=_HelpFormatter)
+    q.add_argument("run", metavar="RUN", help="run directory holding the artifact (metadata.json)")
+    q.add_argument("--mix", action="append", required=True, metavar="MIX",
+                   help="a label mixture: class names or indices with optional weights, e.g. Shirt, "
+                        "'0.5*T-shirt/top+0.5*Shirt' or '2*3+1*5' (normalized to sum 1); repeatable, one grid row each")
+    q.add_argument("--out", metavar="DIR", help="directory for queries.png and queries.safetensors (default: RUN/queries)")
+    q.add_argument("--per-mix", type=int, default=10, metavar="N",
+                   help="images per mix shown in queries.png (queries.safetensors holds all)")
+    c = commands.add_parser("continual", help="class-incremental continual learning: condense each task of a stream "
+                                              "into a container of its own, then train fresh networks on everything "
+                                              "stored so far (docs/continual.md)", formatter_class=_HelpFormatter)
+    c.add_argument("--stream", required=True,
+                   help="split-fashion-mnist, split-mnist, split-digits (5 tasks of 2 classes), mnist-fashion-mnist "
+                        "(2 tasks, 20 classes), or a .toml/.json stream file of [[tasks]] (dataset, classes)")
+    c.add_argument("--stream-seed", type=int, help="seed of the class order of split streams (default: --seed)")
+    c.add_argument("--recipe", required=True, help="the method condensing each task: random, herding, dm, idc, hmn, "
+                                                   "rtp, haba, ... (condense list recipes)")
+    c.add_argument("--ipc", type=int, help="images per class: each task's budget is its classes x IPC images "
+                                           "(default 1)")
+    c.add_argument("--iterations", type=int, help="outer condensation iterations per task (default: the recipe's)")
+    c.add_argument("--seed", type=int, help="seed of every task's run and of the evaluation networks (default 0)")
+    c.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: cuda when available)")
+    c.add_argument("--precision", choices=["fp32", "bf16"], help="as distill's (default fp32)")
+    c.add_argument("--time-limit", metavar="DURATION", help="per task: stop condensing at the first iteration after "
+                                                            "this wall clock (default: no limit)")
+    c.add_argument("--out", help="directory of the continual run: task-N/ run directories, continual.json, "
+                                 "continual.png (default runs/continual-<stream>-<recipe>-ipc<N>-seed<S>)")
+    c.add_argument("--data-root", help="folder holding the datasets (for tasks whose stream entry names none)")
+    c.add_argument("--container", help="override the recipe's container (condense list containers)")
+    c.add_argument("--container-set", action="append", metavar="KEY=VALUE",
+                   help="container setting, over the recipe's (repeatable)")
+    c.add_argument("--objective", help="override the recipe's objective (condense list objectives)")
+    c.add_argument("--objective-set", action="append", metavar="KEY=VALUE",
+                   help="objective setting, over the recipe's (repeatable)")
+    c.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate (default: the recipe's)")
+    c.add_argument("--optimizer", choices=["sgd", "adam"], help="container optimizer (default: the recipe's)")
+    c.add_argument("--post-condense-set", action="append", metavar="KEY=VALUE",
+                   help="setting of the recipe's post-condensation step, e.g. HMN pruning's beta_grid=[0,0.5,1]")
+    c.add_argument("--preprocessing", choices=["normalize", "zca", "none"],
+                   help="preprocessing of the images (default: the recipe's)")
+    c.add_argument("--protocol", help="evaluation protocol of the networks trained after each task (condense list "
+                                      "protocols; default: the recipe's)")
+    c.add_argument("--protocol-set", action="append", metavar="KEY=VALUE",
+                   help="protocol setting over the preset's, e.g. networks=1 (repeatable)")
+    c.add_argument("--architectures", help="comma-separated network names to evaluate (default: the protocol's)")
+    c.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints; 0: never (default 50)")
+    c.add_argument("--resume", action="store_true", help="continue a killed run from its last finished task (and "
+                                                         "that task's checkpoint)")
+    c.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
 
@@ -154,21 +205,32 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_process()
     previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM as Ctrl-C: stop cleanly, say how to resume
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun rank 0 prints the results; every rank its errors
+    where = f" (rank {rank})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    stdout = sys.stdout
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")
     try:
         return COMMANDS[args.command](args)
     except Interrupted as error:
-        print(f"condense: {error}", file=sys.stderr)
+        print(f"condense{where}: {error}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         hint = " (rerun the same command with --resume to continue from the last checkpoint or artifact)" \
             if args.command == "distill" else ""
-        print(f"condense: interrupted{hint}", file=sys.stderr)
+        print(f"condense{where}: interrupted{hint}", file=sys.stderr)
         return 130
     except CondensationError as error:
-        print(f"condense: error: {error}", file=sys.stderr)
+        print(f"condense{where}: error: {error}", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if sys.stdout is not stdout:
+            sys.stdout.close()
+            sys.stdout = stdout
+        from .distributed import shutdown
+
+        shutdown()
 
 
 def _terminate(number, frame):
@@ -387,7 +449,24 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"show-recipe": _show_recipe, "report": _report, "experts": _experts, "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
+def _continual(args) -> int:
+    from .continual import continual_command
+
+    return continual_command(args, {key: _key_values(pairs, flag) for key, pairs, flag in (
+        ("container_settings", args.container_set, "--container-set"),
+        ("objective_settings", args.objective_set, "--objective-set"),
+        ("protocol_settings", args.protocol_set, "--protocol-set"),
+        ("post_condense_settings", args.post_condense_set, "--post-condense-set"))})
+
+
+def _query(args) -> int:
+    from .query import describe_query, query_artifact
+
+    print(describe_query(query_artifact(args.run, args.mix, args.out, images_per_mix=args.per_mix)))
+    return 0
+
+
+COMMANDS = {"continual": _continual, "query": _query, "show-recipe": _show_recipe, "report": _report, "experts": _experts, "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,3 +27,7 @@ class NumericalError(CondensationError, FloatingPointError):
 
 class Interrupted(CondensationError):
     """Ctrl-C or SIGTERM stopped a run at a safe point; the message says how to resume."""
+
+
+class DistributedError(CondensationError):
+    """A rank of a torch.distributed run stopped or lost the others; the message names the step."""

@@ -2,7 +2,9 @@
 
 ``write_html_report(runs, out)`` reads each run directory (results.json, and where present metadata.json,
 metrics.jsonl and the artifact) and writes a single file: a leaderboard, then per run its loss curve, the
-accuracies of its evaluation networks, where its stored floats go, and its generated images. Plots are inline
+accuracies of its evaluation networks, where its stored floats go, and its generated images. Continual
+runs (a directory with continual.json, ``condense continual``) get a section of their own: the accuracy
+plot of every continual run given, then per run the accuracy after each task. Plots are inline
 SVG and images base64 PNGs, so the page needs no network and no plotting library. Every string read from a
 run (directory names, recipe names, class names...) is escaped: run directories can be hostile.
 """
@@ -314,6 +316,57 @@ def image_grid(pixels: np.ndarray, labels: np.ndarray, class_names) -> tuple[lis
     return rows, note + f"; {height}×{width} pixels shown at {scale}×."
 
 
+# ----------------------------------------------------------------------------------------------- continual
+def continual_section(directories: list[Path]) -> str:
+    """The plot of every continual run (one line per method, one panel per stream and IPC), then per run a
+    table of what was stored and the accuracy after each task."""
+    from .continual import load_continual, plot_continual
+
+    records = [load_continual(directory) for directory in directories]
+    evaluated = [r for r in records if r["tasks"]]
+    plot = (f'<img src="data:image/png;base64,{base64.b64encode(plot_continual([], records=evaluated)).decode("ascii")}" '
+            f'alt="accuracy on all classes seen against tasks learned">' if evaluated else
+            "<p class='caption'>No continual run has an evaluated task yet.</p>")
+    protocols = {json.dumps(r["protocol"], sort_keys=True, default=str) for r in records}
+    warning = ("<div class='warning'><strong>These continual runs were evaluated under "
+               f"{len(protocols)} different protocols: their accuracies are not comparable.</strong></div>"
+               if len(protocols) > 1 else "")
+    tables = "".join(_continual_run_html(directory, record) for directory, record in zip(directories, records))
+    return (f"<section id='continual'><h2>Continual learning</h2>{warning}<p class='caption'>Class-incremental: "
+            "after each task, fresh networks are trained from scratch on everything stored so far and tested on "
+            "every class seen so far (mean ± std over the evaluation networks; the plot shows the first "
+            f"architecture).</p>{plot}{tables}</section>")
+
+
+def _continual_run_html(directory: Path, r: dict) -> str:
+    architectures = list(dict.fromkeys(arch for entry in r["tasks"] for arch in entry["accuracy"]))
+    stream_tasks = r["stream"]["tasks"]
+    rows = []
+    for entry in r["tasks"]:
+        task = stream_tasks[entry["task"] - 1] if entry["task"] <= len(stream_tasks) else {}
+        task = task if isinstance(task, dict) else {}
+        names = next((v for v in (task.get("class_names"), task.get("classes")) if isinstance(v, list)), [])
+        classes = f"{task.get('dataset', '?')}: {', '.join(map(str, names))}"
+        cells = [entry["task"], classes, entry["classes_seen"], f"{entry['stored_floats']:,}",
+                 f"{entry['stored_floats_so_far']:,}",
+                 *[mean_std(entry["accuracy"].get(a), entry["accuracy"].get(a, {}).get("n")) for a in architectures]]
+        rows.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in cells) + "</tr>")
+    head = ["task", "classes", "classes seen", "stored floats (task)", "stored floats so far",
+            *[f"{a} accuracy % (all seen classes)" for a in architectures]]
+    if r.get("finished") and architectures:
+        first = architectures[0]
+        summary = (f"final accuracy {mean_std(r['final_accuracy'][first], r['final_accuracy'][first]['n'])}, "
+                   f"final average accuracy {number(r['final_average_accuracy'][first])}, average incremental "
+                   f"accuracy {number(r['average_incremental_accuracy'][first])} ({first}); "
+                   f"{r['total_stored_floats']:,} floats stored of a budget of {r['total_budget_floats']:,}")
+    else:
+        summary = f"unfinished: {len(r['tasks'])} of {len(stream_tasks)} tasks evaluated"
+    return (f"<h3>{e(directory.name)} <small>{e(r['label'])} · {e(r['stream']['name'])} · IPC {e(r['ipc'])} · seed "
+            f"{e(r['seed'])} · protocol {e(r['protocol']['name'])}</small></h3><p>{e(summary)}</p>"
+            f"<div class='scroll'><table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
 def grid_html(run: Run) -> str:
     if not run.grid:
         return "<p class='caption'>No generated images available.</p>"
@@ -372,16 +425,23 @@ svg { font-size: 11px; fill: #333; } svg .grid { stroke: #e4e4e4; }
 
 def write_html_report(run_directories: list[Path | str], out: Path | str) -> Path:
     """Write one self-contained HTML page comparing ``run_directories``; returns its path. A run whose
-    results.json is missing or invalid raises ArtifactError (there is nothing to compare it by)."""
-    runs = [read_run(Path(directory)) for directory in run_directories]
+    results.json (or a continual run whose continual.json) is missing or invalid raises ArtifactError (there is
+    nothing to compare it by)."""
+    from .continual import is_continual_run
+
+    continual_runs = [Path(directory) for directory in run_directories if is_continual_run(directory)]
+    runs = [read_run(Path(directory)) for directory in run_directories if not is_continual_run(directory)]
     runs.sort(key=lambda run: (run.results["dataset"], run.results["ipc"], -primary_accuracy(run.results)))
     for index, run in enumerate(runs):
         run.index = index
-    body = leaderboard(runs) + "".join(run_section(run) for run in runs)
+    body = (leaderboard(runs) if runs else "") + "".join(run_section(run) for run in runs)
+    if continual_runs:
+        body += continual_section(continual_runs)
+    count = f"{len(runs)} run(s)" + (f", {len(continual_runs)} continual run(s)" if continual_runs else "")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>Condensation report: {len(runs)} run(s)</title><style>{STYLE}</style></head>"
-            f"<body><h1>Condensation report</h1><p class='caption'>{len(runs)} run(s)</p>{body}</body></html>\n")
+            f"<title>Condensation report: {count}</title><style>{STYLE}</style></head>"
+            f"<body><h1>Condensation report</h1><p class='caption'>{count}</p>{body}</body></html>\n")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

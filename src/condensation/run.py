@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .artifacts import atomic_write_json, is_artifact, load_artifact, save_artifact
 from .containers import create_container
 from .data import Preprocessing, load_dataset
@@ -93,14 +93,14 @@ def load_run_config(path: str | Path, **overrides) -> RunConfig:
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
-    return device
+    return distributed.local_device(device)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -267,11 +267,18 @@ def distill(config: RunConfig, resume: bool = False) -> dict:
     refused rather than overwritten or silently restarted."""
     plan = plan_run(config)
     tune_process()
-    if plan.recipe.fallback:
+    distributed.initialize(plan.device)  # under torchrun: join the process group (nothing otherwise)
+    distributed.check_same((fingerprint(config), config.out, resume), "run configurations")
+    writer = distributed.is_writer()
+    if not writer:  # rank 0 speaks for the run
+        config = dataclasses.replace(config, progress=False)
+    if plan.recipe.fallback and writer:
         print(f"condense: note: {plan.recipe.fallback}", file=sys.stderr)
-    out = Path(config.out) if config.out else _default_out(config, resume)
-    with DirectoryLock(out):
-        return _distill_in(out, config, plan, resume)
+    out = Path(config.out) if config.out else distributed.decide_on_rank_zero(_default_out, config, resume)
+    with DirectoryLock(out) if writer else contextlib.nullcontext():
+        results = _distill_in(out, config, plan, resume)
+    distributed.barrier()  # no rank reports success before rank 0 has written everything
+    return results
 
 
 def run_stage(out: Path, run_fingerprint: str, resume: bool) -> str:
@@ -342,11 +349,12 @@ def check_dataset_for_run(dataset, config: RunConfig) -> None:
 
 def _distill_in(out: Path, config: RunConfig, plan: Plan, resume: bool) -> dict:
     run_fingerprint = fingerprint(config)
-    stage = run_stage(out, run_fingerprint, resume)
+    stage = distributed.decide_on_rank_zero(run_stage, out, run_fingerprint, resume)
     if stage == "done":
-        print(f"condense: '{out}' has already finished; its results are unchanged", file=sys.stderr)
+        if distributed.is_writer():
+            print(f"condense: '{out}' has already finished; its results are unchanged", file=sys.stderr)
         return json.loads((out / "results.json").read_text())
-    with run_log(config) as log:  # one TensorBoard folder / W&B run for the whole run
+    with run_log(config) if distributed.is_writer() else contextlib.nullcontext() as log:  # one log for the whole run
         return _distill_stages(out, config, plan, stage, run_fingerprint, resume, log)
 
 
@@ -361,7 +369,9 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
     device = plan.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    out.mkdir(parents=True, exist_ok=True)
+    writer = distributed.is_writer()
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(config.seed)
     objective = (create_objective(plan.objective_name, dataset.spec, plan.device, config.precision, **plan.objective_settings)
                  if plan.objective_name and not plan.recipe.selection else None)
@@ -390,7 +400,8 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
             record["seconds"] += time.perf_counter() - started
         container.check_finite()
         metadata = _run_metadata(config, plan, record, run_fingerprint)
-        save_artifact(out, container, metadata)
+        if writer:
+            save_artifact(out, container, metadata)
     objective_values = metadata["objective_values"]
     results = {
         "recipe": plan.recipe.name, "container": plan.container_name, "objective": plan.objective_name,
@@ -427,9 +438,10 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
         results["wall_clock_seconds"]["evaluate"] = round(time.perf_counter() - started, 2)
     results.update(peak_memory_bytes=peak_memory_bytes(device), device=str(device), torch_version=torch.__version__,
                    library_version=__version__, python_version=platform.python_version())
-    atomic_write_json(out / "results.json", results)
-    for leftover in ("checkpoint.pt", POST_CONDENSE_STATE):  # kept until now: a kill above resumes, not redoes
-        (out / leftover).unlink(missing_ok=True)
+    if writer:
+        atomic_write_json(out / "results.json", results)
+        for leftover in ("checkpoint.pt", POST_CONDENSE_STATE):  # kept until now: a kill above resumes, not redoes
+            (out / leftover).unlink(missing_ok=True)
     return results
 
 
@@ -467,7 +479,7 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
         record.update(iterations=result.iterations, stopped_by_time_limit=result.stopped_by_time_limit,
                       losses=result.losses, seconds=result.seconds,
                       objective_values={k: float(v) for k, v in objective.artifact_tensors().items()})
-    if plan.recipe.post_condense is not None and container.over_budget_ratio > 1:
+    if plan.recipe.post_condense is not None and container.over_budget_ratio > 1 and distributed.is_writer():
         # kept so that pruning can be redone (other beta) without condensing, and resumed after a kill
         save_artifact(out / "over_budget", container, {
             **_run_metadata(config, plan, record, run_fingerprint), "stage": "before post-condensation"})
@@ -588,6 +600,7 @@ def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=Non
 
     tune_process()
     torch_device = resolve_device(device)
+    distributed.initialize(torch_device)
     check_precision(precision)
     if not is_artifact(path):
         raise ConfigError(f"'{path}' holds no finished artifact (no metadata.json)")
@@ -598,7 +611,7 @@ def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=Non
     for name in evaluated:
         NETWORKS.get(name)  # an unknown name fails before the data loads
     chosen = dataclasses.replace(chosen, architectures=evaluated)
-    with DirectoryLock(path):  # not while a distill is still writing it
+    with DirectoryLock(path) if distributed.is_writer() else contextlib.nullcontext():  # not while a distill writes it
         artifact = load_artifact(path, torch_device)
     meta = artifact.metadata
     dataset = load_dataset(meta["dataset"], data_root or meta["config"].get("data_root"),
@@ -612,7 +625,7 @@ def evaluate_artifact(path: str | Path, protocol: str = "cpu", architectures=Non
               "architectures": list(evaluated), "seed": seed, "precision": precision, "device": str(torch_device),
               "accuracy": {k: dataclasses.asdict(v) for k, v in accuracy.items()},
               "evaluate_seconds": round(time.perf_counter() - started, 2)}
-    if record:
+    if record and distributed.is_writer():
         line = {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 **{k: v for k, v in result.items() if k != "artifact"}, "library_version": __version__}
         target = Path(path) / "evaluations.jsonl"

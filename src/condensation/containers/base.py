@@ -13,7 +13,8 @@ from torch import nn
 
 from ..data.datasets import DataSpec
 from ..data.preprocessing import Preprocessing
-from ..errors import BudgetError, NumericalError
+from ..distributed import ClassStreams, shared_stream, stream_of
+from ..errors import BudgetError, ConfigError, NumericalError
 from ..registry import Registry, build_config
 
 CONTAINERS: Registry[Callable[..., "Container"]] = Registry("container")
@@ -34,6 +35,10 @@ class Container(nn.Module):
     # True where single generated images can be removed (``prune``, ``instances_within_budget``): what
     # instance-level pruning after condensation needs (HMN)
     can_prune_instances: bool = False
+    # True where ``query`` mixes classes in storage (label-mixture queries, docs/methods.md, Queries); and
+    # ``linear_queries`` where a query is then exactly the same mixture of the classes' generated images
+    supports_queries: bool = False
+    linear_queries: bool = False
 
     def __init__(self, spec: DataSpec, images_per_class: int, preprocessing: Preprocessing, config):
         super().__init__()
@@ -120,15 +125,25 @@ class Container(nn.Module):
             indices = indices[torch.randperm(len(indices), generator=generator)[:count]]
         return self.generate(indices, generator)
 
-    def generate_classes(self, classes: list[int], count: int | None, generator: torch.Generator) -> Batch:
-        """One generator call for several classes, so shared parts run once (concatenated in class order)."""
+    def generate_classes(self, classes: list[int], count: int | None, generator: torch.Generator | ClassStreams) -> Batch:
+        """One generator call for several classes, so shared parts run once (concatenated in class order).
+        ``generator`` may be ``ClassStreams``: class c's subset (and its generation, for containers random by
+        design) then comes from c's own stream, so c's images do not depend on which classes come with it."""
         parts = []
         for c in classes:
             indices = self.class_indices(c)
             if count is not None and count < len(indices):
-                indices = indices[torch.randperm(len(indices), generator=generator)[:count]]
+                indices = indices[torch.randperm(len(indices), generator=stream_of(generator, c))[:count]]
             parts.append(indices)
-        return self.generate(torch.cat(parts), generator)
+        return self.generate_parts(classes, parts, generator)
+
+    def generate_parts(self, classes: list[int], parts: list[torch.Tensor], generator) -> Batch:
+        """Images for each class's chosen ``parts`` of indices, in class order: one call, or one per class
+        from its own stream where generation itself draws (``random_per_epoch``) under ``ClassStreams``."""
+        if isinstance(generator, ClassStreams) and self.random_per_epoch:
+            batches = [self.generate(p, generator[c]) for c, p in zip(classes, parts)]
+            return Batch(torch.cat([b.images for b in batches]), torch.cat([b.labels for b in batches]))
+        return self.generate(torch.cat(parts), shared_stream(generator))
 
     def distillation_order(self, generator: torch.Generator) -> torch.Tensor:
         """The global indices an objective that walks the set in mini-batches (MTT) draws from, in a random
@@ -150,6 +165,37 @@ class Container(nn.Module):
             return lambda generator: self.generate_all(generator, mode="evaluate")
         fixed = self.generate_all(None, mode="evaluate")
         return lambda generator: fixed
+
+    # ------------------------------------------------------------------------------------------ queries
+    def query(self, soft_labels: torch.Tensor) -> torch.Tensor:
+        """Images for label mixtures (RTP's generalized queries; docs/methods.md, Queries).
+
+        soft_labels: (Q, classes) finite, non-negative weights, at least one positive per row. Each row is
+        normalized to sum 1 (``query_weights``), so ``[2, 2, 0]`` and ``[0.5, 0.5, 0]`` are the same query.
+        Returns (Q, generated_per_class, C, H, W) in network-input space (``preprocessing.inverse`` gives
+        pixels): image i of query q mixes, with q's weights, what each class stores for its image i, so a
+        one-hot row gives that class's generated images in the artifact's fixed order. Where
+        ``linear_queries`` holds, image i is also sum_c w_c * (image i of class c). The graph is kept when
+        grad is on. A malformed ``soft_labels`` or a container without queries raises ConfigError."""
+        if not self.supports_queries:
+            raise ConfigError(f"container '{self.registry_name}' does not support queries; these containers do: "
+                              f"{', '.join(query_containers())}")
+        return self._query(self.query_weights(soft_labels).to(self.device))
+
+    def query_weights(self, soft_labels: torch.Tensor) -> torch.Tensor:
+        """The checked (Q, classes) weights ``query`` mixes with, each row normalized to sum 1 (float32)."""
+        return normalized_soft_labels(soft_labels, self.num_classes)
+
+    def _query(self, weights: torch.Tensor) -> torch.Tensor:
+        """weights (Q, classes), rows summing to 1, on the container's device -> (Q, per_class, C, H, W)."""
+        raise NotImplementedError(f"{type(self).__name__} sets supports_queries but does not implement _query")
+
+    def mix_generated(self, weights: torch.Tensor) -> torch.Tensor:
+        """The query of containers that store images (or decode each class alone): image i of query q is
+        sum_c weights[q, c] * (image i of class c), over the generated set in its fixed order."""
+        images = self.generate(torch.arange(self.total_generated()), None, "evaluate").images  # (classes*n, C, H, W)
+        per_class = images.reshape(self.num_classes, -1)  # (classes, n*C*H*W)
+        return (weights.to(per_class) @ per_class).view(len(weights), self.generated_per_class(), *images.shape[1:])
 
     # ------------------------------------------------------------------------------------------ storage
     @property
@@ -195,6 +241,41 @@ class Container(nn.Module):
             )
 
     registry_name = "container"
+
+
+def normalized_soft_labels(soft_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(Q, classes) weights -> float32 rows that sum to 1. Refuses (ConfigError, naming the rows) a wrong
+    shape, NaN or infinite weights, negative weights and rows without a positive weight."""
+    soft_labels = torch.as_tensor(soft_labels)
+    if soft_labels.ndim != 2 or soft_labels.shape[0] < 1 or soft_labels.shape[1] != num_classes:
+        raise ConfigError(f"soft labels must have shape (Q, {num_classes}): one row of {num_classes} class weights "
+                          f"per query, Q >= 1; got shape {tuple(soft_labels.shape)}")
+    if soft_labels.is_complex():
+        raise ConfigError("soft labels must be real numbers, got a complex tensor")
+    weights = soft_labels.detach().to(torch.float64)  # normalized in double: one-hot rows stay exact, mixes close
+
+    def rows(mask: torch.Tensor) -> str:
+        return ", ".join(map(str, torch.nonzero(mask).flatten().tolist()))
+
+    bad = ~torch.isfinite(weights).all(dim=1)
+    if bool(bad.any()):
+        raise ConfigError(f"soft labels hold NaN or infinite weights in row(s) {rows(bad)}")
+    bad = (weights < 0).any(dim=1)
+    if bool(bad.any()):
+        raise ConfigError(f"soft labels hold negative weights in row(s) {rows(bad)}: a query mixes classes with "
+                          "weights >= 0, it cannot subtract one")
+    totals = weights.sum(dim=1, keepdim=True)  # (Q, 1)
+    bad = totals.squeeze(1) == 0
+    if bool(bad.any()):
+        raise ConfigError(f"soft labels row(s) {rows(bad)} are all zero: a query needs a positive weight for at "
+                          "least one class")
+    return (weights / totals).to(torch.float32)
+
+
+def query_containers() -> list[str]:
+    """Registered containers that answer ``query``, each marked linear or not (docs/methods.md, Queries)."""
+    return [f"{name} ({'linear' if CONTAINERS.get(name).linear_queries else 'not linear'})"
+            for name in CONTAINERS.names() if CONTAINERS.get(name).supports_queries]
 
 
 def create_container(name: str, spec: DataSpec, images_per_class: int, preprocessing: Preprocessing, **overrides) -> Container:

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..data.augment import DSA, DSAConfig
 from ..data.datasets import DataSpec
+from ..distributed import stream_of
 from ..errors import BudgetError, ConfigError
 from .base import CONTAINERS, Batch, Container
 
@@ -215,6 +216,10 @@ class Factorization(Container):
 
     config_class = FactorizationConfig
     random_per_epoch = True
+    # a query mixes the classes' bases slot by slot and hallucinates the mixture; hallucinators are affine
+    # (conv, scale and shift, transposed conv: no nonlinearity) and query weights sum to 1, so that equals the
+    # same mixture of the classes' images
+    supports_queries = linear_queries = True
 
     def __init__(self, spec, images_per_class, preprocessing, config: FactorizationConfig):
         super().__init__(spec, images_per_class, preprocessing, config)
@@ -308,6 +313,15 @@ class Factorization(Container):
         same = bool((hallucinators == first).all())  # one hallucinator for the batch: the cheap path
         return self.hallucinate(self.bases[classes, basis], first if same else hallucinators)
 
+    def _query(self, weights):
+        """Image i = j * nb + b of a query (the artifact's fixed order): hallucinator j of sum_c w_c bases[c, b]."""
+        count, n_h, nb = len(weights), self.sizes.hallucinators, self.sizes.bases_per_class
+        mixed = torch.einsum("qc,cb...->qb...", weights.to(self.bases), self.bases)  # (Q, nb, Cb, h, w)
+        bases = mixed.unsqueeze(1).expand(count, n_h, *mixed.shape[1:]).flatten(0, 2)  # (Q * n_h * nb, Cb, h, w)
+        hallucinators = torch.arange(n_h, device=bases.device).repeat_interleave(nb).repeat(count)  # j per image
+        images = self.hallucinate(bases, hallucinators)
+        return images.view(count, n_h * nb, *images.shape[1:])
+
     def _basis_indices(self, class_index: int, count: int | None, generator: torch.Generator) -> torch.Tensor:
         """Global indices of up to ``count`` random bases of a class (hallucinator part 0)."""
         nb = self.sizes.bases_per_class
@@ -321,8 +335,10 @@ class Factorization(Container):
         return self.generate(self._basis_indices(class_index, count, generator), generator)
 
     def generate_classes(self, classes, count, generator):
-        """Up to ``count`` bases of each class, all through one random hallucinator (official distillation)."""
-        return self.generate(torch.cat([self._basis_indices(c, count, generator) for c in classes]), generator)
+        """Up to ``count`` bases of each class, all through one random hallucinator (official distillation);
+        one per class under ``ClassStreams`` (class-sharded runs)."""
+        return self.generate_parts(classes, [self._basis_indices(c, count, stream_of(generator, c)) for c in classes],
+                                   generator)
 
     def distillation_order(self, generator):
         """Every basis of every class once, in random order, as the index of its pair with hallucinator 0:

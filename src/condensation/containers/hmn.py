@@ -157,6 +157,9 @@ class HMN(Container):
     """Three memory tiers + per-class extractors + one decoder; global index = class * GIPC + i."""
 
     can_prune_instances = True
+    # a query mixes the classes' decoder inputs; the decoder (norms, ReLUs) is nonlinear, so the image of a
+    # mixture is not the mixture of the classes' images
+    supports_queries, linear_queries = True, False
 
     config_class = HMNConfig
 
@@ -203,12 +206,25 @@ class HMN(Container):
         return torch.cat([self.class_features()[classes], self.class_memory[classes], self.instance_memory[indices]], 1)
 
     def _generate(self, indices, generator, mode):
-        codes = self.codes(indices)
-        if len(indices) == 1:
+        return self.decode(self.codes(indices))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (N, C_F + C_C + C_I, h, w) -> images (N, C, H, W), network-input space."""
+        if len(codes) == 1:
             # CPU convolutions take another code path for a batch of one, which rounds differently (~1e-7);
             # decoding a pair keeps an image bit for bit the same alone and within any batch
             return self.decoder(codes.expand(2, *codes.shape[1:]))[:1]
-        return self.decoder(codes)  # (N, C, H, W), network-input space
+        return self.decoder(codes)
+
+    def _query(self, weights):
+        """Image i of a query decodes sum_c w_c code_{c,i}: every class's decoder input for its image i (class
+        features f_c(m_D), class memory m_c, instance memory m_{c,i}) mixed before the one shared decoder."""
+        per_class = self.generated_per_class()
+        codes = self.codes(torch.arange(self.total_generated(), device=self.device))  # (classes * GIPC, D, h, w)
+        codes = codes.view(self.num_classes, per_class, *codes.shape[1:])
+        mixed = torch.einsum("qc,cn...->qn...", weights.to(codes), codes)  # (Q, GIPC, D, h, w)
+        images = self.decode(mixed.flatten(0, 1))
+        return images.view(len(weights), per_class, *images.shape[1:])
 
     # ------------------------------------------------------------------------------------------ storage
     @property

@@ -64,6 +64,7 @@ class AddressableMemories(Container):
     """``memories`` (K, C*h*w) and ``coefficients`` (classes*r, K); r images per class, hard labels."""
 
     config_class = MemoriesConfig
+    supports_queries = linear_queries = True  # addresses mix, and decoding is linear
 
     def __init__(self, spec, images_per_class, preprocessing, config: MemoriesConfig):
         super().__init__(spec, images_per_class, preprocessing, config)
@@ -112,24 +113,34 @@ class AddressableMemories(Container):
         return self.decode(self.coefficients[indices])
 
     def query(self, soft_labels: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
-        """Images for label mixtures (RTP's generalized queries).
+        """Images for label mixtures (RTP's generalized queries): the label addresses the memories.
 
-        soft_labels: (N, classes), any weights (one-hot, mixtures, ...). The address of query n is
-        ``sum_c soft_labels[n, c] * coefficients[c * r + slots[n]]``: the classes' addresses at the same slot,
-        mixed. With ``slots=None`` each class contributes the mean of its r addresses (its prototype).
-        Decoding is linear, so a query equals the same mixture of the classes' decoded images; a one-hot row
-        with slot i reproduces image i of that class. Returns (N, C, H, W); the graph is kept if grad is on.
+        soft_labels: (N, classes), checked and normalized as ``Container.query`` does (weights >= 0, rows
+        summing to 1). The address of row n at slot i is ``sum_c w[n, c] * coefficients[c * r + i]``: the
+        classes' addresses at the same slot, mixed, then decoded. Without ``slots``: every slot,
+        (N, r, C, H, W), as ``Container.query``; with ``slots`` (N,): one image per row at its slot,
+        (N, C, H, W). Decoding is linear, so a query equals the same mixture of the classes' images; a
+        one-hot row reproduces that class's images. The graph is kept if grad is on.
         """
-        if soft_labels.ndim != 2 or soft_labels.shape[1] != self.num_classes:
-            raise ConfigError(f"soft_labels must have shape (N, {self.num_classes}), got {tuple(soft_labels.shape)}")
-        table = self.coefficients.view(self.num_classes, self.r, -1)  # (classes, r, K)
-        weights = soft_labels.to(table)
         if slots is None:
-            return self.decode(weights @ table.mean(dim=1))
-        slots = slots.to(table.device)
-        if slots.shape != (soft_labels.shape[0],) or int(slots.min()) < 0 or int(slots.max()) >= self.r:
-            raise ConfigError(f"slots must be (N,) integers in [0, {self.r})")
-        return self.decode(torch.einsum("nc,cnk->nk", weights, table[:, slots]))
+            return super().query(soft_labels)
+        weights = self.query_weights(soft_labels).to(self.device)
+        slots = torch.as_tensor(slots, device=self.device)
+        if (slots.shape != (len(weights),) or slots.is_floating_point() or int(slots.min()) < 0
+                or int(slots.max()) >= self.r):
+            raise ConfigError(f"slots must be ({len(weights)},) integers in [0, {self.r}), one per row of soft_labels")
+        return self._decode_mixture(weights, slots)
+
+    def _query(self, weights):
+        count = len(weights)
+        slots = torch.arange(self.r, device=weights.device).repeat(count)  # (count * r,): 0..r-1 per query
+        images = self._decode_mixture(weights.repeat_interleave(self.r, dim=0), slots)
+        return images.view(count, self.r, *images.shape[1:])
+
+    def _decode_mixture(self, weights: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """weights (N, classes), slots (N,) -> (N, C, H, W): decodes sum_c weights[n, c] * address (c, slots[n])."""
+        table = self.coefficients.view(self.num_classes, self.r, -1)  # (classes, r, K)
+        return self.decode(torch.einsum("nc,cnk->nk", weights.to(table), table[:, slots]))
 
     # ----------------------------------------------------------------------------------- initialization
     @torch.no_grad()

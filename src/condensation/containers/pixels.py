@@ -21,6 +21,7 @@ class Pixels(Container):
     """(classes * IPC, C, H, W) learnable images in network-input space; budget exactly B."""
 
     config_class = PixelsConfig
+    supports_queries = linear_queries = True  # a query blends the classes' stored images
 
     def __init__(self, spec, images_per_class, preprocessing, config: PixelsConfig):
         super().__init__(spec, images_per_class, preprocessing, config)
@@ -52,6 +53,9 @@ class Pixels(Container):
             raise ConfigError(f"expected images of shape {tuple(self.images.shape)}, got {tuple(images.shape)}")
         self.images.copy_(images)
 
+    def _query(self, weights):
+        return self.mix_generated(weights)
+
     def prune(self, keep: torch.Tensor) -> "Pixels":
         raise NotImplementedError("pixels are pruned by choosing a smaller IPC")
 
@@ -68,6 +72,9 @@ class MultiFormation(Container):
     decode_zoom), then normalized. f^2 * IPC images per class at the budget of IPC."""
 
     config_class = MultiFormationConfig
+    # crops, bilinear upsampling and the preprocessing are affine and the weights sum to 1, so blending the
+    # generated images equals blending the stored pixels before decoding
+    supports_queries = linear_queries = True
 
     def __init__(self, spec, images_per_class, preprocessing, config: MultiFormationConfig):
         super().__init__(spec, images_per_class, preprocessing, config)
@@ -96,6 +103,9 @@ class MultiFormation(Container):
             chosen = crops[torch.arange(len(indices), device=indices.device), within % per_stored]  # (N, C, h/f, w/f)
             stored = F.interpolate(chosen, size=(h, w), mode="bilinear", align_corners=False)
         return self.preprocessing(stored)
+
+    def _query(self, weights):
+        return self.mix_generated(weights)
 
     @torch.no_grad()
     def initialize(self, real, generator) -> None:

@@ -6,8 +6,8 @@ fixed seed of its own) is carved out of the training set once, so every run sees
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -114,10 +114,12 @@ def load_dataset(
     root: str | Path | None = None,
     download: bool = False,
     validation_fraction: float = 0.1,
+    classes: list[int] | tuple[int, ...] | None = None,
     **settings,
 ) -> Dataset:
     """Build a dataset by name (see ``DATASETS.names()``); ``root`` is its folder; ``settings`` go to its
-    builder (image_folder: ``image_size``)."""
+    builder (image_folder: ``image_size``). ``classes`` keeps only those classes (``class_subset``): a run's
+    ``dataset_settings = {classes = [3, 7]}`` condenses two classes of a dataset, as continual learning does."""
     builder = DATASETS.get(name)
     if root is not None and not download and not Path(root).exists():
         raise DataError(f"dataset root '{root}' does not exist")
@@ -131,4 +133,31 @@ def load_dataset(
     train, validation = split_validation(raw.train, num_classes, validation_fraction)
     _, c, h, w = raw.train.images.shape
     spec = DataSpec(c, h, w, num_classes, tuple(raw.class_names), raw.flip_allowed)
-    return Dataset(name, spec, train, validation, raw.test, {"root": str(root) if root else None})
+    dataset = Dataset(name, spec, train, validation, raw.test, {"root": str(root) if root else None})
+    return dataset if classes is None else class_subset(dataset, classes)
+
+
+def class_subset(dataset: Dataset, classes: list[int] | tuple[int, ...]) -> Dataset:
+    """Only the images of ``classes`` (indices into ``dataset``'s classes), relabelled 0..k-1 in the order
+    given. The validation split is the full dataset's, restricted: a class keeps the same training and
+    validation images whichever subset it is part of."""
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not classes:
+        raise ConfigError(f"dataset '{dataset.name}': classes must be a non-empty list of class indices, got {classes!r}")
+    count = dataset.spec.num_classes
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < count]
+    if bad:
+        raise ConfigError(f"dataset '{dataset.name}': classes {bad} are not class indices 0..{count - 1}")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"dataset '{dataset.name}': classes {list(classes)} name a class twice")
+    relabel = torch.full((count,), -1, dtype=torch.long)  # old label -> new label, -1: dropped
+    relabel[torch.tensor(classes)] = torch.arange(len(classes))
+
+    def restricted(split: Split) -> Split:
+        new_labels = relabel[split.labels]
+        keep = new_labels >= 0
+        return Split(split.images[keep], new_labels[keep])
+
+    spec = dataclasses.replace(dataset.spec, num_classes=len(classes),
+                               class_names=tuple(dataset.spec.class_names[c] for c in classes))
+    return Dataset(dataset.name, spec, restricted(dataset.train), restricted(dataset.validation),
+                   restricted(dataset.test), {**dataset.source, "classes": list(classes)})

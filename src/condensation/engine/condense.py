@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..containers.base import Container
+from ..distributed import ClassStreams, all_reduce_gradients, any_rank, check_shardable, is_writer, shard, world_size
 from ..errors import ArtifactError, ConfigError, Interrupted, NumericalError
 from ..objectives.base import Objective
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -158,6 +159,8 @@ def condense(
     groups = container.parameter_groups(optimizer_config.learning_rate) + objective.extra_parameter_groups()
     optimizer = (ContainerOptimizer(optimizer_config, groups, container.per_class_parameters(), container.num_classes)
                  if loop.iterations > 0 else None)
+    check_can_shard(objective, container)
+    trainable = [p for group in groups for p in group["params"] if p.requires_grad]
     start, losses, seconds_before = 0, [], 0.0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path)
@@ -175,10 +178,11 @@ def condense(
         start, losses = state["iteration"], state["losses"]
         seconds_before = state.get("seconds", 0.0)
 
-    bar = _progress_bar(loop.iterations, start, progress)
+    writer = is_writer()  # rank 0 alone writes the checkpoint and metrics and shows progress
+    bar = _progress_bar(loop.iterations, start, progress and writer)
     started = time.perf_counter()
     elapsed = lambda: seconds_before + time.perf_counter() - started  # noqa: E731
-    metrics = _open_metrics(metrics_path, start) if metrics_path else None
+    metrics = _open_metrics(metrics_path, start) if metrics_path and writer else None
     done, stopped = start, False
     interrupt = _InterruptFlag()
     # a run whose stored values grow 10^4 times past where they started has diverged even while its loss
@@ -201,7 +205,7 @@ def condense(
             every_class = list(range(container.num_classes))
             for classes in groups:
                 optimizer.zero_grad()
-                total = total + objective.backward(container, real, classes, generator)
+                total = total + _objective_backward(objective, container, real, classes, generator, trainable)
                 if len(groups) == 1:  # one step for all classes: the regularizer joins it (one backward, as HaBa)
                     total = total + _backward_regularization(container, generator)
                 _clip(container, optimizer_config)
@@ -237,20 +241,23 @@ def condense(
             if on_iteration is not None:
                 on_iteration(iteration, total)
             done = iteration + 1
-            stopped = time_limit is not None and done < loop.iterations and elapsed() >= time_limit
+            stopped, interrupted = any_rank(time_limit is not None and done < loop.iterations and elapsed() >= time_limit,
+                                            interrupt.raised)
             if stopped:
                 if bar is not None:
                     bar.write(f"time limit of {time_limit:g} s reached after {done} of {loop.iterations} iterations")
                 if metrics is not None and iteration % loop.log_every != 0:
                     metrics.write(json.dumps({"iteration": iteration, "loss": total}) + "\n")
                 break
-            if interrupt.raised and done < loop.iterations:
+            if interrupted and done < loop.iterations:
                 if checkpoint_path:
-                    save(done)
+                    if writer:
+                        save(done)
                     raise Interrupted(f"interrupted after iteration {done} of {loop.iterations}; the checkpoint is "
                                       "saved: run the same command with --resume to continue")
                 raise Interrupted(f"interrupted after iteration {done} of {loop.iterations} (no checkpoint path)")
-            if checkpoint_path and loop.checkpoint_every and (done % loop.checkpoint_every == 0) and done < loop.iterations:
+            if (writer and checkpoint_path and loop.checkpoint_every and done % loop.checkpoint_every == 0
+                    and done < loop.iterations):
                 save(done)
     finally:
         interrupt.restore()
@@ -281,6 +288,35 @@ class _InterruptFlag:
     def restore(self) -> None:
         for number, handler in self.previous.items():
             signal.signal(number, handler)
+
+
+def check_can_shard(objective: Objective, container: Container) -> None:
+    """Refuse, before any work, a run over several ranks that could not give the one-process result."""
+    if world_size() == 1:
+        return
+    name = getattr(objective, "registry_name", type(objective).__name__)
+    if not objective.decomposes_over_classes:
+        raise ConfigError(f"objective '{name}' does not split over classes (its loss trains one network on every "
+                          "class's images at once), so it cannot be sharded across ranks; run it in one process. "
+                          "Objectives that shard: dm, dc, dsa (and echo with per_class_step=false)")
+    if len(objective.class_groups(container.num_classes)) > 1:
+        raise ConfigError(f"objective '{name}' takes one optimizer step per class, and each step moves what the "
+                          "next class's step reads (shared container parts, or momentum over every row), so its "
+                          "classes cannot be condensed in parallel with the same result; run it in one process"
+                          + (" or set per_class_step=false" if hasattr(objective.config, "per_class_step") else ""))
+    check_shardable(container.num_classes)
+
+
+def _objective_backward(objective: Objective, container: Container, real: RealPool, classes: list[int],
+                        generator: torch.Generator, trainable: list[torch.Tensor]):
+    """One class group's loss and gradients. A loss that is a sum over classes draws class c's randomness from
+    c's own stream and, across ranks, each rank computes its block of the classes; the gradients and the loss
+    are then summed over ranks, so every rank takes the same step (and the same as one process would)."""
+    if not objective.decomposes_over_classes:
+        return objective.backward(container, real, classes, generator)
+    streams = ClassStreams(classes, generator)
+    loss = objective.backward(container, real, shard(classes), streams)
+    return all_reduce_gradients(trainable, loss)
 
 
 def _largest_value(container: Container) -> float:

@@ -16,6 +16,7 @@ from ..data.augment import DSA, flips_allowed
 from ..data.datasets import Split
 from ..engine.train import (TrainSettings, accuracy, can_train_as_ensemble, make_evaluation_augment, train_ensemble,
                             train_network)
+from ..distributed import gather, rank, world_size
 from ..errors import ConfigError
 from ..objectives.base import seeded_network
 from ..runtime import check_precision
@@ -100,7 +101,8 @@ def evaluate_on_splits(
     networks are trained: ``ensemble="sequential"`` trains them one by one, ``"vmap"`` all at once
     (``train_ensemble``) when the architecture allows it (no batch norm), ``"auto"`` vmaps on CUDA only:
     on CPU the vmapped convolutions become grouped ones, slower than a loop. ``precision`` ("fp32", "bf16") applies to the
-    test forwards only; training is float32."""
+    test forwards only; training is float32. Of ``container`` only ``spec``, ``preprocessing``,
+    ``evaluation_source()`` and ``to(device)`` are used (continual learning passes every stored task at once)."""
     if not splits:
         raise ValueError("evaluate_on_splits needs at least one split")
     if ensemble not in ENSEMBLE_MODES:
@@ -115,22 +117,33 @@ def evaluate_on_splits(
     flip = flips_allowed(protocol.flip_rule, container.spec.flip_allowed)
     augment = make_evaluation_augment(protocol.augmentation, protocol.augment_mode, flip, protocol.augment_strategy)
     source = container.evaluation_source()
-    values = {name: {} for name in splits}
-    for architecture in architectures or protocol.architectures:
-        for name in splits:
-            values[name][architecture] = []
-        generators = [network_generator(seed, architecture, k) for k in range(protocol.networks)]
+    architectures = tuple(architectures or protocol.architectures)
+    # under torchrun the networks (x architectures) are dealt round-robin to the ranks, each trains its share
+    # (as one ensemble where it can) and the accuracies are gathered; network k's result is the same on any rank
+    jobs = [(architecture, k) for architecture in architectures for k in range(protocol.networks)]
+    mine = jobs[rank()::world_size()]
+    local = {}
+    for architecture in architectures:
+        indices = [k for a, k in mine if a == architecture]
+        if not indices:
+            continue
+        generators = [network_generator(seed, architecture, k) for k in indices]
         build = functools.partial(seeded_network, architecture, container.spec, device=device)  # generator -> network
         trained = trained_networks(build, generators, source, settings, augment, ensemble, device)
-        for k, (network, training_seconds) in enumerate(trained):
+        for k, (network, training_seconds) in zip(indices, trained):
             started = time.perf_counter()
             for name, (inputs, labels) in prepared.items():
-                values[name][architecture].append(accuracy(network, inputs, labels, precision=precision))
+                local[name, architecture, k] = accuracy(network, inputs, labels, precision=precision)
             if progress:
-                shown = ", ".join(f"{name} {v[architecture][-1]:.2f}%" if len(splits) > 1 else f"{v[architecture][-1]:.2f}%"
-                                  for name, v in values.items())
+                shown = ", ".join(f"{name} {local[name, architecture, k]:.2f}%" if len(splits) > 1
+                                  else f"{local[name, architecture, k]:.2f}%" for name in splits)
                 seconds = training_seconds + time.perf_counter() - started
-                print(f"  {architecture} network {k + 1}/{protocol.networks}: {shown} ({seconds:.0f} s)", flush=True)
+                where = f" (rank {rank()})" if world_size() > 1 else ""
+                print(f"  {architecture} network {k + 1}/{protocol.networks}{where}: {shown} ({seconds:.0f} s)",
+                      flush=True)
+    merged = {key: value for part in gather(local) for key, value in part.items()}
+    values = {name: {architecture: [merged[name, architecture, k] for k in range(protocol.networks)]
+                     for architecture in architectures} for name in splits}
     return {name: {arch: AccuracySummary.of(v) for arch, v in per_arch.items()} for name, per_arch in values.items()}
 
 

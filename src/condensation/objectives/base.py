@@ -31,6 +31,9 @@ OBJECTIVES: Registry[type] = Registry("objective")
 class Objective:
     config_class: type = object
     per_class: bool = True  # True: one optimizer step per class group; False: one group of all classes
+    # True: the loss is a sum of per-class terms, each drawing only from its class's stream (the engine passes
+    # distributed.ClassStreams as the generator), so ranks can compute disjoint blocks of classes
+    decomposes_over_classes: bool = False
     # "bf16": forwards that need no gradient w.r.t. the container (real images' features, real gradients)
     # run under bfloat16 autocast; everything the container's gradient flows through stays float32
     precision: str = "fp32"

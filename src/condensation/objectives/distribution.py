@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..distributed import stream_of, world_size
 from ..errors import ConfigError
 from ..networks import batch_norm_layers
 from ..runtime import forward_in_chunks, no_grad_forward
@@ -68,6 +69,7 @@ class DistributionMatchingConfig:
 @OBJECTIVES.register("dm")
 class DistributionMatching(Objective):
     config_class = DistributionMatchingConfig
+    decomposes_over_classes = True
 
     def __init__(self, spec, config: DistributionMatchingConfig, device="cpu"):
         super().__init__(spec, config, device)
@@ -86,6 +88,10 @@ class DistributionMatching(Objective):
     def begin_iteration(self, iteration, generator):
         if self.network is None or iteration % self.config.renew_every == 0:
             self.network = freeze(self.fresh_network(generator, self.config.network))
+            if world_size() > 1 and batch_norm_layers(self.network):
+                raise ConfigError(f"network '{self.config.network}' has batch norm, whose statistics span every "
+                                  "class's real images in one forward: a class-sharded run would change them; use a "
+                                  "network without batch norm (convnet) or one process")
 
     def loss(self, container, real, classes, generator):
         count = self.config.synthetic_per_class or None
@@ -93,10 +99,11 @@ class DistributionMatching(Objective):
         per_class_syn = len(synthetic) // len(classes)
         real_parts, syn_parts = [], []
         for k, c in enumerate(classes):
-            real_c = real.sample(c, self.config.real_per_class, generator)
+            stream = stream_of(generator, c)
+            real_c = real.sample(c, self.config.real_per_class, stream)
             syn_c = synthetic[k * per_class_syn:(k + 1) * per_class_syn]
             if self.augment is not None:
-                real_c, syn_c = siamese_pair(self.augment, real_c, syn_c, generator)
+                real_c, syn_c = siamese_pair(self.augment, real_c, syn_c, stream)
             real_parts.append(real_c)
             syn_parts.append(syn_c)
         real_images = torch.cat(real_parts)

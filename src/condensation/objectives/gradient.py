@@ -37,6 +37,7 @@ from torch import nn
 from ..containers.base import Batch
 from ..data.augment import DSA, DSAConfig, siamese
 from ..engine.train import TrainSettings, make_network_optimizer, train_network
+from ..distributed import shared_stream, stream_of
 from ..errors import ConfigError
 from ..networks import batch_norm_layers
 from ..runtime import autocast
@@ -112,6 +113,7 @@ class _GradientMatching(Objective):
     long a network lives and how it trains between steps."""
 
     distance: Distance = staticmethod(cosine_distance)
+    decomposes_over_classes = True
 
     def __init__(self, spec, config, device="cpu"):
         super().__init__(spec, config, device)
@@ -158,9 +160,10 @@ class _GradientMatching(Objective):
         parameters = self.matched_parameters()
         total = synthetic.new_zeros(())
         for k, c in enumerate(classes):
-            real_c = real.sample(c, self.config.real_per_class, generator)
+            stream = stream_of(generator, c)
+            real_c = real.sample(c, self.config.real_per_class, stream)
             syn_c = synthetic[k * per_class:(k + 1) * per_class]
-            real_c, syn_c = self.augment_pair(real_c, syn_c, generator)
+            real_c, syn_c = self.augment_pair(real_c, syn_c, stream)
             total = total + matching_loss(self.network, parameters, real_c, syn_c, c, self.distance, self.precision)
         return total
 
@@ -268,7 +271,7 @@ class GradientMatching(_GradientMatching):
         if not norms:
             return
         images, _ = real.sample_classes(list(range(real.num_classes)), self.config.batch_norm_images_per_class,
-                                        generator)
+                                        shared_stream(generator))
         self.network.train()
         self.network(images)
         for module in norms:

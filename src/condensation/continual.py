@@ -1,0 +1,715 @@
+"""Class-incremental continual learning with condensed memories (``condense continual``); docs/continual.md.
+
+A *stream* is data: an ordered list of tasks, each a set of classes of one dataset (``StreamTask``). Built-in
+streams: ``split-fashion-mnist``, ``split-mnist`` and ``split-digits`` (5 tasks of 2 classes, the class order
+drawn from a seed and recorded) and ``mnist-fashion-mnist`` (MNIST's 10 classes, then Fashion-MNIST's 10:
+20 classes, one task per dataset, labels kept apart). A TOML or JSON file of ``[[tasks]]`` defines any
+other stream, image folders included (``load_stream``).
+
+At task t the learner sees only task t's training images. It condenses them with any recipe into a
+container of its own: the library's ``distill`` on a class subset (``dataset_settings = {classes = [...]}``,
+relabelled 0..k-1 inside the container), so OUT/task-t is an ordinary, resumable run directory. Every past
+container is kept. After each task the protocol's networks are trained from scratch on everything stored
+so far (GDumb's protocol, as in DC's and DM's continual-learning experiments), through ``evaluate_on_splits``,
+with one output per class seen so far (stream labels 0..seen-1), and tested on the test images of each seen
+task; a network's accuracy on all seen classes is the union of those (``union_accuracy``). No future task's
+images are trained on or tested on.
+
+Budget: task t's container gets the field's budget for its own classes, B_t = |classes_t| x IPC x C x H x W
+(``distill`` refuses anything over it), so the whole stream stores at most classes x IPC x C x H x W floats,
+the same as IPC k pixels per class. Parts a container shares across its classes (RTP's memories, HMN's
+dataset memory and decoder, HaBa's hallucinators) are counted once per task, inside that task's B_t. Shared
+parts are never reused or fine-tuned by later tasks: each task's container is frozen once condensed.
+
+Preprocessing: each task's container is condensed in the space of a preprocessing fitted on its own
+training images only (what ``distill`` does). The stream's one network-input space, for the joint training
+and the test images, is task 1's preprocessing: every later container's images are mapped into it exactly
+(``inverse`` of their own, then task 1's forward; both affine). Nothing is fitted on a future task's data.
+
+Resume: OUT is held by one process (``DirectoryLock``); OUT/continual.json (written atomically after every
+task's evaluation) lists the evaluated tasks, so a run killed at any point continues with ``resume=True``
+from the first task not yet evaluated, whose run directory resumes from its own stage (checkpoint, pruning,
+artifact). The same configuration and seed give the same numbers, interrupted or not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import __version__, distributed
+from .artifacts import (BOOLEAN, COUNT, INTEGER, NUMBER, POSITIVE, STRING, _check, _Kind, _MapOf, atomic_write_bytes,
+                        atomic_write_json, load_artifact, read_json)
+from .containers import create_container
+from .containers.base import Batch, Container
+from .data import DATASETS, DataSpec, Preprocessing, Split, load_dataset
+from .errors import ArtifactError, ConfigError
+from .evaluation.evaluate import AccuracySummary, evaluate_on_splits
+from .io import DirectoryLock, tomllib
+from .registry import Registry, build_config
+from .run import RunConfig, distill, fingerprint, plan_run, resolve_device, run_stage
+from .runtime import tune_process
+
+RESULTS_FILE = "continual.json"
+PLOT_FILE = "continual.png"
+SCHEMA_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------------ streams
+@dataclass(frozen=True)
+class StreamTask:
+    """One task: classes of one dataset (indices, or class names resolved when the data loads)."""
+
+    dataset: str
+    classes: tuple[int | str, ...]
+    data_root: str | None = None  # None: the run's data_root
+    dataset_settings: dict = field(default_factory=dict)  # e.g. image_folder's image_size
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    tasks: tuple[StreamTask, ...]
+    order_seed: int | None = None  # the seed that drew the class order; None: the order is the definition's
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "order_seed": self.order_seed,
+                "tasks": [{**dataclasses.asdict(task), "classes": list(task.classes)} for task in self.tasks]}
+
+
+STREAMS: Registry[Callable[[int], Stream]] = Registry("stream")
+
+
+def split_stream(name: str, dataset: str, num_classes: int, classes_per_task: int, seed: int) -> Stream:
+    """The dataset's classes in an order drawn from ``seed``, cut into tasks of ``classes_per_task``."""
+    order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+    tasks = tuple(StreamTask(dataset, tuple(order[i:i + classes_per_task]))
+                  for i in range(0, num_classes, classes_per_task))
+    return Stream(name, tasks, seed)
+
+
+@STREAMS.register("split-fashion-mnist")
+def split_fashion_mnist(seed: int) -> Stream:
+    return split_stream("split-fashion-mnist", "fashion_mnist", 10, 2, seed)
+
+
+@STREAMS.register("split-mnist")
+def split_mnist(seed: int) -> Stream:
+    return split_stream("split-mnist", "mnist", 10, 2, seed)
+
+
+@STREAMS.register("split-digits")
+def split_digits(seed: int) -> Stream:
+    """scikit-learn's embedded 8x8 digits: no data folder needed (quick tries, tests)."""
+    return split_stream("split-digits", "digits", 10, 2, seed)
+
+
+@STREAMS.register("mnist-fashion-mnist")
+def mnist_fashion_mnist(seed: int) -> Stream:
+    """Two datasets, one task each, in this order; MNIST's digits are stream labels 0-9, Fashion-MNIST's
+    clothes 10-19 (the seed does not enter: the order is the stream's definition)."""
+    return Stream("mnist-fashion-mnist", (StreamTask("mnist", tuple(range(10))),
+                                          StreamTask("fashion_mnist", tuple(range(10)))))
+
+
+def load_stream(path: str | Path) -> Stream:
+    """A stream file (TOML or JSON): optional ``name``, then ``[[tasks]]`` tables with ``dataset``,
+    ``classes`` (indices or class names), optional ``data_root`` and ``dataset_settings``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"stream file '{path}' cannot be read: {str(error).splitlines()[0] if str(error) else error}") from None
+    if not isinstance(values, dict) or not isinstance(values.get("tasks"), list) or not values["tasks"]:
+        raise ConfigError(f"stream file '{path}' must hold a non-empty list 'tasks' ([[tasks]] tables in TOML)")
+    unknown = sorted(set(values) - {"name", "tasks"})
+    if unknown:
+        raise ConfigError(f"stream file '{path}': unknown key(s) {', '.join(unknown)}; allowed: name, tasks")
+    tasks = tuple(build_config(StreamTask, task, f"stream file '{path}' task {i + 1}")
+                  for i, task in enumerate(values["tasks"]))
+    return Stream(str(values.get("name", path.stem)), tasks)
+
+
+def get_stream(name: str, seed: int) -> Stream:
+    """A built-in stream by name (its class order from ``seed``), or a stream file (.toml / .json)."""
+    if name in STREAMS:
+        return STREAMS.get(name)(seed)
+    if name.endswith((".toml", ".json")):
+        if not Path(name).is_file():
+            raise ConfigError(f"stream file '{name}' does not exist")
+        return load_stream(name)
+    raise ConfigError(f"unknown stream '{name}'; choose one of: {', '.join(STREAMS.names())}, or a .toml/.json "
+                      "stream file")
+
+
+# ------------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class ContinualConfig:
+    """A continual run; every field but ``stream`` and ``stream_seed`` means what RunConfig's field of the same
+    name means, for every task (``time_limit``: per task's condensation)."""
+
+    stream: str  # a built-in stream name or a stream file
+    recipe: str
+    ipc: int = 1
+    seed: int = 0
+    stream_seed: int | None = None  # the class order of split streams; None: ``seed``
+    out: str | None = None
+    data_root: str | None = None  # for every task whose stream entry names none
+    device: str = "auto"
+    iterations: int | None = None
+    container: str | None = None
+    container_settings: dict = field(default_factory=dict)
+    objective: str | None = None
+    objective_settings: dict = field(default_factory=dict)
+    learning_rate: float | None = None
+    optimizer: str | None = None
+    preprocessing: str | None = None
+    post_condense_settings: dict = field(default_factory=dict)
+    protocol: str | None = None
+    protocol_settings: dict = field(default_factory=dict)
+    architectures: tuple[str, ...] | None = None
+    checkpoint_every: int = 50
+    validation_fraction: float = 0.1
+    precision: str = "fp32"
+    time_limit: str | float | None = None
+    allow_repeated_images: bool = False
+    progress: bool = True
+
+
+# the fields a task's RunConfig takes from the continual config as they are
+_PASSED_ON = tuple(f.name for f in dataclasses.fields(ContinualConfig)
+                   if f.name in {g.name for g in dataclasses.fields(RunConfig)} and f.name not in ("out", "data_root"))
+
+
+def task_run_config(config: ContinualConfig, task: StreamTask, classes: list[int], directory: Path) -> RunConfig:
+    """The ``distill`` run of one task: its classes only, no evaluation of its own (the stream's comes after)."""
+    return RunConfig(**{name: getattr(config, name) for name in _PASSED_ON}, dataset=task.dataset,
+                     data_root=task.data_root or config.data_root,
+                     dataset_settings={**task.dataset_settings, "classes": list(classes)},
+                     out=str(directory), evaluate=False)
+
+
+def continual_fingerprint(config: ContinualConfig, stream: Stream) -> str:
+    """Identifies what a continual run computes (progress, output, device and time limit excluded, as for
+    ``run.fingerprint``)."""
+    values = dataclasses.asdict(config)
+    for key in ("progress", "out", "device", "time_limit"):
+        values.pop(key)
+    values["stream"] = stream.to_dict()
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- stream data
+@dataclass
+class TaskData:
+    """A task resolved against its dataset: class indices, names, stream labels and real test images."""
+
+    task: StreamTask
+    classes: list[int]
+    class_names: list[str]
+    stream_labels: list[int]  # the stream's label of each class, in ``classes`` order
+    spec: DataSpec  # the task's own (k classes)
+    test: Split  # the task's real test images, labelled with stream labels
+
+
+def load_stream_data(stream: Stream, config: ContinualConfig) -> list[TaskData]:
+    """Resolve every task (names to indices), check that the stream is well formed, and keep each task's
+    test images (only test splits are kept: ``distill`` reads each task's training images itself)."""
+    loaded, tasks, offset, seen = {}, [], 0, set()
+    for number, task in enumerate(stream.tasks, 1):
+        DATASETS.get(task.dataset)
+        root = task.data_root or config.data_root
+        key = (task.dataset, root, json.dumps(task.dataset_settings, sort_keys=True))
+        if key not in loaded:
+            full = load_dataset(task.dataset, root, validation_fraction=config.validation_fraction,
+                                **task.dataset_settings)
+            loaded[key] = (full.spec, full.test)
+        spec, test = loaded[key]
+        classes = [_class_index(c, spec, task, number) for c in task.classes]
+        if len(classes) < 2:
+            raise ConfigError(f"stream '{stream.name}' task {number} has {len(classes)} class; a task needs at "
+                              "least two (condensation trains a classifier on the task's classes)")
+        repeated = [spec.class_names[c] for c in classes if (key, c) in seen]
+        if repeated or len(set(classes)) != len(classes):
+            raise ConfigError(f"stream '{stream.name}' task {number}: class(es) {repeated or classes} of "
+                              f"'{task.dataset}' appear in more than one place; each class belongs to one task")
+        seen.update((key, c) for c in classes)
+        labels = list(range(offset, offset + len(classes)))
+        offset += len(classes)
+        relabel = torch.full((spec.num_classes,), -1, dtype=torch.long)
+        relabel[torch.tensor(classes)] = torch.tensor(labels)
+        keep = torch.nonzero(relabel[test.labels] >= 0).flatten()
+        task_spec = dataclasses.replace(spec, num_classes=len(classes),
+                                        class_names=tuple(spec.class_names[c] for c in classes))
+        tasks.append(TaskData(task, classes, [spec.class_names[c] for c in classes], labels, task_spec,
+                              Split(test.images[keep], relabel[test.labels[keep]])))
+    shapes = {(t.spec.channels, t.spec.height, t.spec.width) for t in tasks}
+    if len(shapes) > 1:
+        raise ConfigError(f"stream '{stream.name}' mixes image shapes {sorted(shapes)}; one network trains on every "
+                          "task's images, so every task needs the same channels x height x width (image_folder: "
+                          "dataset_settings image_size)")
+    return tasks
+
+
+def _class_index(value: int | str, spec: DataSpec, task: StreamTask, number: int) -> int:
+    if isinstance(value, str):
+        if value not in spec.class_names:
+            raise ConfigError(f"stream task {number}: '{task.dataset}' has no class '{value}'; its classes: "
+                              f"{', '.join(spec.class_names)}")
+        return spec.class_names.index(value)
+    if not 0 <= value < spec.num_classes:
+        raise ConfigError(f"stream task {number}: class {value} is not a class index of '{task.dataset}' "
+                          f"(0..{spec.num_classes - 1})")
+    return value
+
+
+# ---------------------------------------------------------------------------------------- stored memory
+class StoredMemory:
+    """Every task's stored container so far, generating one training set over the classes seen so far in the
+    stream's network-input space. It offers what ``evaluate_on_splits`` reads of a container: ``spec``,
+    ``preprocessing``, ``evaluation_source()`` and ``to(device)``."""
+
+    def __init__(self, containers: list[Container], label_offsets: list[int], spec: DataSpec):
+        self.containers, self.label_offsets, self.spec = containers, label_offsets, spec
+        self.preprocessing = containers[0].preprocessing  # task 1's: the stream's one input space
+
+    def to(self, device) -> "StoredMemory":
+        self.containers = [container.to(device) for container in self.containers]
+        return self
+
+    def stored_floats(self) -> int:
+        return sum(container.stored_floats() for container in self.containers)
+
+    def _in_stream_space(self, images: torch.Tensor, container: Container) -> torch.Tensor:
+        """(N, C, H, W) in ``container``'s input space -> the stream's (its pixels, through task 1's transform)."""
+        if container.preprocessing is self.preprocessing:
+            return images
+        return self.preprocessing(container.preprocessing.inverse(images))
+
+    def _draw(self, sources: list, generator: torch.Generator | None) -> Batch:
+        images, labels = [], []
+        for container, source, offset in zip(self.containers, sources, self.label_offsets):
+            batch = source(generator)
+            images.append(self._in_stream_space(batch.images, container))
+            labels.append(batch.labels + offset)  # task-local 0..k-1 -> stream labels
+        return Batch(torch.cat(images), torch.cat(labels))
+
+    def evaluation_source(self):
+        """As ``Container.evaluation_source``: one fixed set, or a fresh draw per epoch where any task's
+        container draws its images (HaBa), each task's draw from the same generator in task order."""
+        sources = [container.evaluation_source() for container in self.containers]
+        if any(container.random_per_epoch for container in self.containers):
+            return lambda generator: self._draw(sources, generator)
+        fixed = self._draw(sources, None)
+        return lambda generator: fixed
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def continual(config: ContinualConfig, resume: bool = False) -> dict:
+    """Run (or with ``resume`` continue) a continual benchmark; returns continual.json's content.
+
+    Every name, setting and budget is checked before any task condenses. OUT/task-t holds task t's run
+    directory; OUT/continual.json the per-task results; OUT/continual.png the accuracy plot."""
+    tune_process()
+    if distributed.launched_by_torchrun():
+        raise ConfigError("condense continual runs in one process; launch it without torchrun")
+    if config.stream_seed is not None and config.stream_seed < 0:
+        raise ConfigError(f"stream_seed must be >= 0, got {config.stream_seed}")
+    stream = get_stream(config.stream, config.seed if config.stream_seed is None else config.stream_seed)
+    out = Path(config.out) if config.out else default_out(config, stream.name)
+    run_fingerprint = continual_fingerprint(config, stream)
+    # every task's run planned now, so that names, settings and the protocol fail before any data loads (a plan
+    # does not read the classes; the real ones replace the placeholder once the data has named them)
+    plans = [plan_run(task_run_config(config, task, [0, 1], out / f"task-{i}"))
+             for i, task in enumerate(stream.tasks, 1)]
+    with DirectoryLock(out):
+        record = continual_stage(out, run_fingerprint, resume)
+        if record is not None and record.get("finished"):
+            _say(config, f"'{out}' has already finished; its results are unchanged")
+            return record
+        tasks = load_stream_data(stream, config)
+        for number, (plan, data) in enumerate(zip(plans, tasks), 1):
+            _check_budget(plan, data, config, number)
+        if record is None:
+            record = _new_record(config, stream, tasks, plans[0], run_fingerprint)
+            atomic_write_json(out / RESULTS_FILE, record)  # from here on, a kill leaves a run to resume
+        for number, data in enumerate(tasks, 1):
+            if number <= len(record["tasks"]):
+                _say(config, f"task {number}/{len(tasks)} was finished before: {_accuracy_line(record['tasks'][number - 1])}")
+                continue
+            record["tasks"].append(_run_task(config, record, tasks, number, out, plans[0].protocol))
+            atomic_write_json(out / RESULTS_FILE, record)
+        record.update(_summary(record), finished=True)
+        atomic_write_json(out / RESULTS_FILE, record)
+        plot_continual([out], out / PLOT_FILE, records=[record])
+    return record
+
+
+def default_out(config: ContinualConfig, stream_name: str) -> Path:
+    return Path("runs") / f"continual-{stream_name}-{config.recipe}-ipc{config.ipc}-seed{config.seed}"
+
+
+def continual_stage(out: Path, run_fingerprint: str, resume: bool) -> dict | None:
+    """The record to continue from, or None for a fresh start. As ``run.run_stage``: refuses to overwrite a
+    finished run, to mix two configurations, or to start over silently."""
+    path = out / RESULTS_FILE
+    if not path.exists():
+        others = sorted(p.name for p in out.iterdir() if p.name != ".lock") if out.is_dir() else []
+        if resume:
+            raise ConfigError(f"nothing to resume in '{out}' (no {RESULTS_FILE}); run without --resume to start")
+        if others:
+            raise ConfigError(f"'{out}' is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) "
+                              "and holds no continual run; choose another --out")
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or record.get("kind") != "continual":
+        raise ArtifactError(f"'{path}' is not a continual run's results; delete the directory to start over")
+    if not resume:
+        if record.get("finished"):
+            raise ConfigError(f"'{out}' already holds a finished continual run; choose another --out (nothing was "
+                              "changed)")
+        raise ConfigError(f"'{out}' holds an unfinished continual run; pass --resume to continue it, or delete the "
+                          "directory (or choose another --out) to start over")
+    if record.get("fingerprint") != run_fingerprint:
+        raise ConfigError(f"'{out}' holds a continual run of another configuration; --resume needs the same "
+                          "settings (nothing was changed)")
+    return record
+
+
+def _check_budget(plan, data: TaskData, config: ContinualConfig, number: int) -> None:
+    """Build the task's container once, empty, so that a budget it cannot meet fails before any condensing."""
+    try:
+        probe = create_container(plan.container_name, data.spec, config.ipc, Preprocessing("none"),
+                                 **plan.container_settings)
+        probe.check_budget(max(1.0, probe.over_budget_ratio))
+    except ConfigError as error:
+        raise type(error)(f"task {number} ({len(data.classes)} classes of '{data.task.dataset}'): {error}") from None
+
+
+def _new_record(config: ContinualConfig, stream: Stream, tasks: list[TaskData], plan, run_fingerprint: str) -> dict:
+    several = len({t.task.dataset for t in tasks}) > 1
+    return json.loads(json.dumps({  # as a reader gets it back (tuples become lists)
+        "kind": "continual", "schema_version": SCHEMA_VERSION, "fingerprint": run_fingerprint,
+        "label": method_label(config), "recipe": config.recipe, "container": plan.container_name,
+        "objective": plan.objective_name, "ipc": config.ipc, "seed": config.seed,
+        "config": dataclasses.asdict(config),
+        "stream": {**stream.to_dict(), "num_classes": sum(len(t.classes) for t in tasks), "tasks": [
+            {"dataset": t.task.dataset, "classes": t.classes, "class_names": t.class_names,
+             "stream_labels": t.stream_labels, "data_root": t.task.data_root or config.data_root,
+             "dataset_settings": t.task.dataset_settings, "test_images": len(t.test)} for t in tasks]},
+        "label_names": [f"{t.task.dataset}/{name}" if several else name for t in tasks for name in t.class_names],
+        "preprocessing": {"kind": plan.preprocessing, "fitted_on": "task 1's training images only; each later "
+                          "task's container was condensed under its own task's fit and its images are mapped "
+                          "into task 1's space (inverse of its own, then task 1's)"},
+        "protocol": plan.protocol.settings(), "architectures": list(plan.architectures),
+        "budget_floats_per_task": [t.spec.budget_floats(config.ipc) for t in tasks],
+        "tasks": [], "finished": False, "library_version": __version__, "torch_version": torch.__version__,
+    }, default=str))
+
+
+def method_label(config: ContinualConfig) -> str:
+    """How plots and tables name the run: the recipe, with a container or objective it was given."""
+    parts = [name for name in (config.container, config.objective) if name]
+    return config.recipe + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _run_task(config: ContinualConfig, record: dict, tasks: list[TaskData], number: int, out: Path,
+              protocol) -> dict:
+    """Condense task ``number`` (only its training data), then train fresh networks on every container stored so
+    far and test them on every class seen so far; returns the task's entry of continual.json."""
+    data = tasks[number - 1]
+    directory = out / f"task-{number}"
+    run_config = task_run_config(config, data.task, data.classes, directory)
+    names = ", ".join(f"{c} '{n}'" for c, n in zip(data.classes, data.class_names))
+    _say(config, f"task {number}/{len(tasks)}: condensing {data.task.dataset} classes {names} into {directory}")
+    results = distill(run_config, resume=_has_started(directory, run_config))
+
+    device = resolve_device(config.device)
+    artifacts = [load_artifact(out / f"task-{j}", device) for j in range(1, number + 1)]
+    containers = [artifact.container for artifact in artifacts]
+    seen = tasks[:number]
+    spec = DataSpec(data.spec.channels, data.spec.height, data.spec.width, sum(len(t.classes) for t in seen),
+                    tuple(record["label_names"][:sum(len(t.classes) for t in seen)]),
+                    all(t.spec.flip_allowed for t in seen))
+    memory = StoredMemory(containers, [t.stream_labels[0] for t in seen], spec)
+    splits = {f"task-{j}": t.test for j, t in enumerate(seen, 1)}  # each tested once; "seen" is their union
+    learned = [a.learned_learning_rate for a in artifacts if a.learned_learning_rate is not None]
+    started = time.perf_counter()
+    _say(config, f"task {number}/{len(tasks)}: training {protocol.networks} fresh network(s) per architecture on "
+                 f"the {len(containers)} stored container(s), testing on the {spec.num_classes} classes seen so far")
+    by_task = evaluate_on_splits(memory, splits, protocol, config.seed, tuple(record["architectures"]), device,
+                                 sum(learned) / len(learned) if learned else None, config.progress,
+                                 precision=config.precision)
+    tested = {name: min(len(split), protocol.test_limit or len(split)) for name, split in splits.items()}
+    seen_accuracy = union_accuracy(by_task, tested)
+    entry = {
+        "task": number, "directory": directory.name, "classes_seen": spec.num_classes,
+        "test_images": sum(tested.values()), "test_images_by_task": tested,
+        "stored_floats": containers[-1].stored_floats(), "budget_floats": containers[-1].budget_floats,
+        "stored_floats_by_part": containers[-1].floats_per_part(),
+        "generated_images": containers[-1].total_generated(), "stored_floats_so_far": memory.stored_floats(),
+        "iterations": results.get("iterations"),
+        "accuracy": {arch: dataclasses.asdict(s) for arch, s in seen_accuracy.items()},
+        "accuracy_by_task": {name: {arch: dataclasses.asdict(s) for arch, s in per_arch.items()}
+                             for name, per_arch in by_task.items()},
+        "seconds": {"distill": results["wall_clock_seconds"]["distill"],
+                    "evaluate": round(time.perf_counter() - started, 2)},
+    }
+    _say(config, f"after task {number}/{len(tasks)}: {_accuracy_line(entry)}")
+    return entry
+
+
+def union_accuracy(by_task: dict[str, dict[str, AccuracySummary]], tested: dict[str, int]) -> dict[str, AccuracySummary]:
+    """Each network's accuracy on the union of the tasks' test images, from its accuracy on each task's: the
+    correct counts are recovered exactly (a percentage kept to 4 decimals of n <= 10^5 images rounds back to its
+    count), so every test image is forwarded once per network rather than twice."""
+    total = sum(tested.values())
+    union = {}
+    for arch in next(iter(by_task.values())):
+        networks = len(next(iter(by_task.values()))[arch].values)
+        correct = [sum(round(by_task[name][arch].values[k] * tested[name] / 100) for name in by_task)
+                   for k in range(networks)]
+        union[arch] = AccuracySummary.of([100.0 * count / total for count in correct])
+    return union
+
+
+def _has_started(directory: Path, run_config: RunConfig) -> bool:
+    """Whether the task's run directory holds a stage ``distill`` continues with resume=True."""
+    try:
+        return run_stage(directory, fingerprint(run_config), resume=False) != "fresh"
+    except ConfigError:  # any stage refuses a fresh start; resuming continues it (or names the mismatch)
+        return True
+
+
+def _summary(record: dict) -> dict:
+    """The stream's numbers, per architecture: accuracy after the last task on every class, the final average
+    accuracy (mean over tasks of the last networks' accuracy on each task's classes), and the average
+    incremental accuracy (mean over tasks of the accuracy after that task)."""
+    last = record["tasks"][-1]
+    summary = {"final_accuracy": last["accuracy"], "final_average_accuracy": {}, "average_incremental_accuracy": {},
+               "accuracy_after_task": {}}
+    for arch in last["accuracy"]:
+        after = [entry["accuracy"][arch]["mean"] for entry in record["tasks"]]
+        by_task = [stats[arch]["mean"] for stats in last["accuracy_by_task"].values()]
+        summary["accuracy_after_task"][arch] = after
+        summary["final_average_accuracy"][arch] = sum(by_task) / len(by_task)
+        summary["average_incremental_accuracy"][arch] = sum(after) / len(after)
+    summary["total_stored_floats"] = last["stored_floats_so_far"]
+    summary["total_budget_floats"] = sum(record["budget_floats_per_task"])
+    return summary
+
+
+def _accuracy_line(entry: dict) -> str:
+    shown = "; ".join(f"{arch} {_mean_std(stats)}" for arch, stats in entry["accuracy"].items())
+    return (f"{entry['classes_seen']} classes seen, accuracy % {shown}, {entry['stored_floats_so_far']:,} floats "
+            "stored")
+
+
+def _mean_std(stats: dict) -> str:
+    return f"{stats['mean']:.2f} (n=1)" if stats["n"] == 1 else f"{stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']})"
+
+
+def _say(config: ContinualConfig, text: str) -> None:
+    if config.progress:
+        print(f"condense continual: {text}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+_LIST = _Kind("a list", lambda v: isinstance(v, list))
+_ACCURACY = _MapOf({"mean": NUMBER, "std": NUMBER, "n": COUNT})
+# every key the table, the plot and the HTML report read (a run directory can be hostile)
+RECORD_SCHEMA = {"kind": STRING, "label": STRING, "recipe": STRING, "ipc": POSITIVE, "seed": INTEGER,
+                 "stream": {"name": STRING, "tasks": _LIST}, "protocol": {"name": STRING}, "tasks": _LIST,
+                 "finished": BOOLEAN, "budget_floats_per_task": _LIST}
+TASK_SCHEMA = {"task": POSITIVE, "classes_seen": POSITIVE, "stored_floats": COUNT, "stored_floats_so_far": COUNT,
+               "accuracy": _ACCURACY}
+SUMMARY_SCHEMA = {"final_accuracy": _ACCURACY, "final_average_accuracy": _MapOf(NUMBER),
+                  "average_incremental_accuracy": _MapOf(NUMBER), "total_stored_floats": COUNT,
+                  "total_budget_floats": COUNT}
+
+
+def is_continual_run(directory: str | Path) -> bool:
+    return (Path(directory) / RESULTS_FILE).is_file()
+
+
+def load_continual(directory: str | Path) -> dict:
+    """A continual run's continual.json, checked for every key a table, plot or report reads."""
+    path = Path(directory) / RESULTS_FILE
+    if not path.exists():
+        raise ArtifactError(f"'{directory}' holds no continual run (no {RESULTS_FILE})")
+    record = read_json(path)
+    _check(record, RECORD_SCHEMA, "", path)
+    if record["kind"] != "continual":
+        raise ArtifactError(f"{path}: kind must be \"continual\", got {json.dumps(record['kind'])[:40]}")
+    for index, entry in enumerate(record["tasks"]):
+        _check(entry, TASK_SCHEMA, f"tasks[{index}]", path)
+    if record["finished"]:
+        _check(record, SUMMARY_SCHEMA, "", path)
+    return record
+
+
+def format_continual_table(record: dict) -> str:
+    """What ``condense continual`` prints: accuracy after each task, then the stream's summary."""
+    architectures = list(record["tasks"][0]["accuracy"]) if record["tasks"] else []
+    stream = record["stream"]
+    order = f", class order seed {stream['order_seed']}" if stream.get("order_seed") is not None else ""
+    lines = [f"continual: {stream['name']} ({len(stream['tasks'])} tasks{order}), {record['label']}, IPC "
+             f"{record['ipc']}, seed {record['seed']}, protocol '{record['protocol']['name']}'"]
+    header = f"{'task':>4} {'classes':<24} {'seen':>4} {'stored floats':>14} " + " ".join(
+        f"{arch + ' accuracy % (seen classes)':>34}" for arch in architectures)
+    lines += [header, "-" * len(header)]
+    for entry, task in zip(record["tasks"], stream["tasks"]):
+        classes = ",".join(map(str, task.get("classes", [])))
+        lines.append(f"{entry['task']:>4} {task.get('dataset', '?') + ' ' + classes:<24} {entry['classes_seen']:>4} "
+                     f"{entry['stored_floats_so_far']:>14,} " + " ".join(
+                         f"{_mean_std(entry['accuracy'][arch]):>34}" for arch in architectures))
+    if record.get("finished"):
+        for arch in architectures:
+            lines.append(f"{arch}: final accuracy {_mean_std(record['final_accuracy'][arch])} on all "
+                         f"{record['tasks'][-1]['classes_seen']} classes; final average accuracy over the "
+                         f"{len(record['tasks'])} tasks {record['final_average_accuracy'][arch]:.2f}; average "
+                         f"incremental accuracy {record['average_incremental_accuracy'][arch]:.2f}")
+        lines.append(f"stored: {record['total_stored_floats']:,} floats in all (budget "
+                     f"{record['total_budget_floats']:,}: {record['ipc']} x C x H x W per class)")
+    else:
+        lines.append(f"unfinished: {len(record['tasks'])} of {len(stream['tasks'])} tasks evaluated")
+    return "\n".join(lines)
+
+
+def markdown_table(records: list[dict]) -> str:
+    """One row per continual run (for ``condense report``): the accuracy after each task and the summary."""
+    longest = max((len(r["tasks"]) for r in records), default=0)
+    lines = ["| method | stream | IPC | seed | " + " | ".join(f"after task {t}" for t in range(1, longest + 1)) +
+             " | final average accuracy | stored floats | protocol |",
+             "|---|---|---|---|" + "---|" * longest + "---|---|---|"]
+    for r in records:
+        first = lambda stats: next(iter(stats.values()))  # noqa: E731  (the protocol's first architecture)
+        after = [_mean_std(first(entry["accuracy"])) for entry in r["tasks"]] + ["–"] * (longest - len(r["tasks"]))
+        average = (f"{first(r['final_average_accuracy']):.2f}" if r.get("finished") else "unfinished")
+        stored = r["tasks"][-1]["stored_floats_so_far"] if r["tasks"] else 0
+        lines.append(f"| {r['label']} | {r['stream']['name']} | {r['ipc']} | {r['seed']} | " + " | ".join(after) +
+                     f" | {average} | {stored:,} | {r['protocol']['name']} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------- plot
+PLOT_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7",
+               "#bab0ac")
+
+
+def plot_continual(directories: list[str | Path], out: str | Path | None = None, records: list[dict] | None = None) -> bytes:
+    """A PNG of accuracy on all seen classes (mean ± std over the evaluation networks, first architecture)
+    against the number of tasks learned: one panel per (stream, IPC), one line per method, a method's colour
+    the same in every panel. Returns the PNG's bytes and writes them to ``out`` when given."""
+    from PIL import Image, ImageDraw
+
+    records = records if records is not None else [load_continual(directory) for directory in directories]
+    records = [r for r in records if r["tasks"]]
+    if not records:
+        raise ArtifactError("no continual run with an evaluated task to plot")
+    panels = {}  # (stream, IPC) -> records, in the order given
+    for r in records:
+        panels.setdefault((r["stream"]["name"], r["ipc"]), []).append(r)
+    colors = {label: PLOT_COLORS[i % len(PLOT_COLORS)] for i, label in enumerate(dict.fromkeys(r["label"] for r in records))}
+    width, height, left, right, top, bottom = 560, 430, 64, 16, 58, 56
+    legend_rows = max(len(group) for group in panels.values())
+    canvas = Image.new("RGB", (width * len(panels), height + 22 * legend_rows + 12), "white")
+    draw = ImageDraw.Draw(canvas)
+    font, small = _font(15), _font(13)
+    for index, ((stream, ipc), group) in enumerate(panels.items()):
+        x0 = index * width
+        curves = [[(e["task"], _first(e["accuracy"])) for e in r["tasks"]] for r in group]
+        low = min(s["mean"] - s["std"] for curve in curves for _, s in curve)
+        high = max(s["mean"] + s["std"] for curve in curves for _, s in curve)
+        low, high = max(0, 10 * math.floor(low / 10 - 0.05)), min(100, 10 * math.ceil(high / 10 + 0.05))
+        tasks = max(len(r["stream"]["tasks"]) for r in group)
+
+        def sx(task: float) -> float:
+            return x0 + left + (task - 1) / max(tasks - 1, 1) * (width - left - right - 20) + 10
+
+        def sy(value: float) -> float:
+            return top + (high - value) / (high - low) * (height - top - bottom)
+
+        step = 10 if high - low > 30 else 5
+        for value in range(int(low), int(high) + 1, step):
+            draw.line([(x0 + left, sy(value)), (x0 + width - right, sy(value))], fill="#e4e4e4")
+            _text(draw, (x0 + left - 6, sy(value)), str(value), small, "rm")
+        for task in range(1, tasks + 1):
+            _text(draw, (sx(task), height - bottom + 8), str(task), small, "mt")
+        draw.rectangle([x0 + left, top, x0 + width - right, height - bottom], outline="#888")
+        protocols = sorted({r["protocol"]["name"] for r in group})
+        _text(draw, (x0 + width / 2, 8), f"{stream}, IPC {ipc} per class (protocol {', '.join(protocols)})", font, "mt")
+        _text(draw, (x0 + (left + width - right) / 2, height - 22), "tasks learned", font, "mt")
+        _text(draw, (x0 + 8, top - 22), "accuracy % on all classes seen so far", small, "lt")
+        for r, curve in zip(group, curves):
+            color = colors[r["label"]]
+            points = [(sx(task), sy(s["mean"])) for task, s in curve]
+            for (task, s), (x, y) in zip(curve, points):
+                if s["n"] > 1:  # the spread over the evaluation networks
+                    draw.line([(x, sy(s["mean"] - s["std"])), (x, sy(s["mean"] + s["std"]))], fill=color, width=2)
+            if len(points) > 1:
+                draw.line(points, fill=color, width=3, joint="curve")
+            for x, y in points:
+                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
+        for row, r in enumerate(group):
+            y = height + 8 + 22 * row
+            final = _first(r["tasks"][-1]["accuracy"])["mean"]
+            draw.rectangle([x0 + left, y + 3, x0 + left + 14, y + 15], fill=colors[r["label"]])
+            shown = f"{r['label']}: {final:.2f}% after task {r['tasks'][-1]['task']}, {r['tasks'][-1]['stored_floats_so_far']:,} floats"
+            _text(draw, (x0 + left + 22, y + 9), shown, small, "lm")
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    if out is not None:
+        atomic_write_bytes(Path(out), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _first(accuracy: dict) -> dict:
+    return next(iter(accuracy.values()))
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def _text(draw, position: tuple[float, float], text: str, font, anchor: str) -> None:
+    try:
+        draw.text(position, text, fill="#222", font=font, anchor=anchor)
+    except ValueError:  # Pillow's bitmap font has no anchors: place the text's top-left corner
+        draw.text(position, text, fill="#222", font=font)
+
+
+# -------------------------------------------------------------------------------------------- command line
+def continual_command(args, settings: dict[str, dict]) -> int:
+    """``condense continual``: ``args`` the parsed flags (the distill command's names), ``settings`` the
+    ``--*-set KEY=VALUE`` tables by ContinualConfig field (container_settings, objective_settings, ...)."""
+    flags = {name: getattr(args, name, None) for name in (
+        "stream", "stream_seed", "recipe", "ipc", "seed", "out", "data_root", "device", "iterations", "container",
+        "objective", "learning_rate", "optimizer", "preprocessing", "protocol", "checkpoint_every", "precision",
+        "time_limit")}
+    if getattr(args, "architectures", None):
+        flags["architectures"] = tuple(name.strip() for name in args.architectures.split(",") if name.strip())
+    if getattr(args, "quiet", False):
+        flags["progress"] = False
+    flags.update({key: value for key, value in settings.items() if value})
+    config = build_config(ContinualConfig, {k: v for k, v in flags.items() if v is not None}, "continual")
+    record = continual(config, resume=getattr(args, "resume", False))
+    print(format_continual_table(record))
+    out = Path(config.out) if config.out else default_out(config, record["stream"]["name"])
+    print(f"results: {out / RESULTS_FILE}; plot: {out / PLOT_FILE}")
+    return 0
