@@ -40,6 +40,29 @@ def _version_text() -> str:
     return f"condense (condensation) {__version__}"
 
 
+def _add_method_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose and tune a method over its recipe (distill, continual)."""
+    parser.add_argument("--container", help="override the recipe's container (condense list containers)")
+    parser.add_argument("--container-set", action="append", metavar="KEY=VALUE",
+                        help="container setting, over the recipe's (repeatable)")
+    parser.add_argument("--objective", help="override the recipe's objective (condense list objectives)")
+    parser.add_argument("--objective-set", action="append", metavar="KEY=VALUE",
+                        help="objective setting, over the recipe's (repeatable)")
+    parser.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate (default: the recipe's)")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], help="container optimizer (default: the recipe's)")
+    parser.add_argument("--post-condense-set", action="append", metavar="KEY=VALUE",
+                        help="setting of the recipe's post-condensation step, e.g. HMN pruning's beta_grid=[0,0.5,1]")
+    parser.add_argument("--preprocessing", choices=["normalize", "zca", "none"],
+                        help="preprocessing of the images (default: the recipe's)")
+
+
+def _add_protocol_overrides(parser: argparse.ArgumentParser) -> None:
+    """The flags that adjust the evaluation protocol (distill, continual)."""
+    parser.add_argument("--protocol-set", action="append", metavar="KEY=VALUE",
+                        help="protocol setting over the preset's, e.g. networks=1 (repeatable)")
+    parser.add_argument("--architectures", help="comma-separated network names to evaluate (default: the protocol's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condense", description=__doc__)
     parser.add_argument("--version", action="version", version=_version_text())
@@ -70,22 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "needs `pip install wandb`")
     d.add_argument("--dataset-set", action="append", metavar="KEY=VALUE",
                    help="dataset setting (repeatable), e.g. image_folder's image_size=32 to resize mixed sizes")
-    d.add_argument("--container", help="override the recipe's container (condense list containers)")
-    d.add_argument("--container-set", action="append", metavar="KEY=VALUE",
-                   help="container setting, over the recipe's (repeatable)")
-    d.add_argument("--objective", help="override the recipe's objective (condense list objectives)")
-    d.add_argument("--objective-set", action="append", metavar="KEY=VALUE",
-                   help="objective setting, over the recipe's (repeatable)")
-    d.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate (default: the recipe's)")
-    d.add_argument("--optimizer", choices=["sgd", "adam"], help="container optimizer (default: the recipe's)")
-    d.add_argument("--post-condense-set", action="append", metavar="KEY=VALUE",
-                   help="setting of the recipe's post-condensation step, e.g. HMN pruning's beta_grid=[0,0.5,1]")
-    d.add_argument("--preprocessing", choices=["normalize", "zca", "none"],
-                   help="preprocessing of the images (default: the recipe's)")
+    _add_method_flags(d)
     d.add_argument("--protocol", help="evaluation protocol preset (condense list protocols; default: the recipe's)")
-    d.add_argument("--protocol-set", action="append", metavar="KEY=VALUE",
-                   help="protocol setting over the preset's, e.g. networks=1 (repeatable)")
-    d.add_argument("--architectures", help="comma-separated network names to evaluate (default: the protocol's)")
+    _add_protocol_overrides(d)
     d.add_argument("--no-evaluate", action="store_true", help="save the artifact without evaluating it")
     d.add_argument("--random-baseline", action="store_true", help="also evaluate random real images (>= 3 draws)")
     d.add_argument("--random-baseline-draws", type=int, help="independent draws of random real images (default 3)")
@@ -175,23 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="directory of the continual run: task-N/ run directories, continual.json, "
                                  "continual.png (default runs/continual-<stream>-<recipe>-ipc<N>-seed<S>)")
     c.add_argument("--data-root", help="folder holding the datasets (for tasks whose stream entry names none)")
-    c.add_argument("--container", help="override the recipe's container (condense list containers)")
-    c.add_argument("--container-set", action="append", metavar="KEY=VALUE",
-                   help="container setting, over the recipe's (repeatable)")
-    c.add_argument("--objective", help="override the recipe's objective (condense list objectives)")
-    c.add_argument("--objective-set", action="append", metavar="KEY=VALUE",
-                   help="objective setting, over the recipe's (repeatable)")
-    c.add_argument("--lr", type=float, dest="learning_rate", help="container learning rate (default: the recipe's)")
-    c.add_argument("--optimizer", choices=["sgd", "adam"], help="container optimizer (default: the recipe's)")
-    c.add_argument("--post-condense-set", action="append", metavar="KEY=VALUE",
-                   help="setting of the recipe's post-condensation step, e.g. HMN pruning's beta_grid=[0,0.5,1]")
-    c.add_argument("--preprocessing", choices=["normalize", "zca", "none"],
-                   help="preprocessing of the images (default: the recipe's)")
+    _add_method_flags(c)
     c.add_argument("--protocol", help="evaluation protocol of the networks trained after each task (condense list "
                                       "protocols; default: the recipe's)")
-    c.add_argument("--protocol-set", action="append", metavar="KEY=VALUE",
-                   help="protocol setting over the preset's, e.g. networks=1 (repeatable)")
-    c.add_argument("--architectures", help="comma-separated network names to evaluate (default: the protocol's)")
+    _add_protocol_overrides(c)
     c.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints; 0: never (default 50)")
     c.add_argument("--resume", action="store_true", help="continue a killed run from its last finished task (and "
                                                          "that task's checkpoint)")
