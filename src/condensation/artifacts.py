@@ -281,7 +281,7 @@ def check_metadata(metadata: Any, meta_path: Path) -> None:
         if digest != actual:
             raise ArtifactError(f"{meta_path} was modified after it was written: its content does not match "
                                 f"its {METADATA_DIGEST}")
-    _check(metadata, METADATA_SCHEMA, "", meta_path)
+    check_schema(metadata, METADATA_SCHEMA, "", meta_path)
     spec = metadata["spec"]
     if len(spec["class_names"]) != spec["num_classes"]:
         raise ArtifactError(f"{meta_path}: spec.class_names must hold spec.num_classes ({spec['num_classes']}) "
@@ -295,28 +295,28 @@ def load_results(path: str | Path) -> dict:
     if not file.exists():
         raise ArtifactError(f"'{path}' has no results.json (unfinished or not evaluated)")
     results = read_json(file)
-    _check(results, RESULTS_SCHEMA, "", file)
+    check_schema(results, RESULTS_SCHEMA, "", file)
     return results
 
 
 # ------------------------------------------------------------------------------------------------ schemas
-# A schema is a _Kind (a test on one value), a dict (a JSON object with at least these keys; values are
-# schemas, _Optional ones may be absent) or _MapOf (an object with any keys, every value of one schema).
+# A schema is a Kind (a test on one value), a dict (a JSON object with at least these keys; values are
+# schemas, OptionalField ones may be absent) or MapOf (an object with any keys, every value of one schema).
 
 
 @dataclass(frozen=True)
-class _Kind:
+class Kind:
     expected: str
     test: Callable[[Any], bool]
 
 
 @dataclass(frozen=True)
-class _Optional:
+class OptionalField:
     schema: Any
 
 
 @dataclass(frozen=True)
-class _MapOf:
+class MapOf:
     schema: Any
 
 
@@ -328,65 +328,67 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-STRING = _Kind("a string", lambda v: isinstance(v, str))
-STRING_OR_NULL = _Kind("a string or null", lambda v: v is None or isinstance(v, str))
-BOOLEAN = _Kind("true or false", lambda v: isinstance(v, bool))
-INTEGER = _Kind("an integer", _is_int)
-COUNT = _Kind("an integer >= 0", lambda v: _is_int(v) and v >= 0)
-POSITIVE = _Kind("an integer >= 1", lambda v: _is_int(v) and v >= 1)
-NUMBER = _Kind("a number", _is_number)
-OBJECT = _Kind("an object", lambda v: isinstance(v, dict))
-HEX_DIGEST = _Kind("a sha256 hex digest (64 hex digits)",
+STRING = Kind("a string", lambda v: isinstance(v, str))
+STRING_OR_NULL = Kind("a string or null", lambda v: v is None or isinstance(v, str))
+BOOLEAN = Kind("true or false", lambda v: isinstance(v, bool))
+INTEGER = Kind("an integer", _is_int)
+COUNT = Kind("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+POSITIVE = Kind("an integer >= 1", lambda v: _is_int(v) and v >= 1)
+NUMBER = Kind("a number", _is_number)
+OBJECT = Kind("an object", lambda v: isinstance(v, dict))
+HEX_DIGEST = Kind("a sha256 hex digest (64 hex digits)",
                    lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v))
-STRINGS = _Kind("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
-NUMBERS = _Kind("a list of numbers", lambda v: isinstance(v, list) and all(_is_number(x) for x in v))
+STRINGS = Kind("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
+NUMBERS = Kind("a list of numbers", lambda v: isinstance(v, list) and all(_is_number(x) for x in v))
+LIST = Kind("a list", lambda v: isinstance(v, list))
+ACCURACY = MapOf({"mean": NUMBER, "std": NUMBER, "n": COUNT})  # architecture -> accuracy over its networks
 
 # every field load_artifact, Artifact, `condense show` and evaluate_artifact read; dataset, ipc and seed are
 # optional because save_artifact takes whatever metadata its caller gives (run.distill always writes them)
 METADATA_SCHEMA = {
-    "recipe": STRING, "dataset": _Optional(STRING), "ipc": _Optional(POSITIVE), "seed": _Optional(INTEGER),
+    "recipe": STRING, "dataset": OptionalField(STRING), "ipc": OptionalField(POSITIVE), "seed": OptionalField(INTEGER),
     "spec": {"channels": POSITIVE, "height": POSITIVE, "width": POSITIVE, "num_classes": POSITIVE,
              "class_names": STRINGS, "flip_allowed": BOOLEAN},
     "container": {"name": STRING, "config": OBJECT, "images_per_class": POSITIVE},
-    "preprocessing": {"kind": STRING, "zca_epsilon": _Optional(NUMBER), "zca_input": _Optional(STRING)},
+    "preprocessing": {"kind": STRING, "zca_epsilon": OptionalField(NUMBER), "zca_input": OptionalField(STRING)},
     "storage": {"stored_floats": COUNT, "stored_bytes": COUNT, "budget_floats": POSITIVE, "budget_ratio": NUMBER,
                 "generated_images_per_class": POSITIVE, "generated_images_total": POSITIVE},
     "sha256": {name: HEX_DIGEST for name in TENSOR_FILES},
-    "config": _Optional({"data_root": _Optional(STRING_OR_NULL), "validation_fraction": _Optional(NUMBER)}),
-    "objective_values": _Optional(_MapOf(NUMBER)),
+    "config": OptionalField({"data_root": OptionalField(STRING_OR_NULL), "validation_fraction": OptionalField(NUMBER)}),
+    "objective_values": OptionalField(MapOf(NUMBER)),
 }
 
 # every key `condense report` (cli.markdown_table) reads, plus dataset and seed
 RESULTS_SCHEMA = {
     "recipe": STRING, "container": STRING, "objective": STRING_OR_NULL, "dataset": STRING, "ipc": POSITIVE,
-    "seed": INTEGER, "iterations": _Optional(COUNT), "stored_floats": COUNT, "budget_ratio": NUMBER,
+    "seed": INTEGER, "iterations": OptionalField(COUNT), "stored_floats": COUNT, "budget_ratio": NUMBER,
     "generated_images_per_class": POSITIVE,
-    "accuracy": _MapOf({"mean": NUMBER, "std": NUMBER, "n": COUNT}),
-    "random_baseline": _Optional({"mean": NUMBER, "std": NUMBER, "draws": NUMBERS}),
+    "accuracy": ACCURACY,
+    "random_baseline": OptionalField({"mean": NUMBER, "std": NUMBER, "draws": NUMBERS}),
     "protocol": {"name": STRING}, "wall_clock_seconds": {"distill": NUMBER},
 }
 
 
-def _check(value: Any, schema: Any, where: str, file: Path) -> None:
+def check_schema(value: Any, schema: Any, where: str, file: Path) -> None:
     """Raise one ArtifactError line naming the first field of ``value`` that does not fit ``schema``."""
-    if isinstance(schema, _Kind):
+    if isinstance(schema, Kind):
         if not schema.test(value):
             raise ArtifactError(f"{file}: {where} must be {schema.expected}, got {_brief(value)}")
         return
     if not isinstance(value, dict):
         raise ArtifactError(f"{file}: {where} must be an object, got {_brief(value)}" if where else
                             f"{file} must hold a JSON object, got {_brief(value)}")
-    fields = {key: schema.schema for key in value} if isinstance(schema, _MapOf) else schema
+    fields = {key: schema.schema for key in value} if isinstance(schema, MapOf) else schema
     for key, field_schema in fields.items():
         shown = key if key.isprintable() and key else json.dumps(key)  # a key from the file may hold a newline
         path = f"{where}.{shown}" if where else shown
-        if isinstance(field_schema, _Optional):
+        if isinstance(field_schema, OptionalField):
             if key not in value:
                 continue
             field_schema = field_schema.schema
         if key not in value:
             raise ArtifactError(f"{file}: {path} is missing")
-        _check(value[key], field_schema, path, file)
+        check_schema(value[key], field_schema, path, file)
 
 
 def _brief(value: Any) -> str:

@@ -47,8 +47,8 @@ from typing import Callable
 import torch
 
 from . import __version__, distributed
-from .artifacts import (BOOLEAN, COUNT, INTEGER, NUMBER, POSITIVE, STRING, _check, _Kind, _MapOf, atomic_write_bytes,
-                        atomic_write_json, load_artifact, read_json)
+from .artifacts import (ACCURACY, BOOLEAN, COUNT, INTEGER, LIST, NUMBER, POSITIVE, STRING, MapOf, atomic_write_bytes,
+                        atomic_write_json, check_schema, load_artifact, read_json)
 from .containers import create_container
 from .containers.base import Batch, Container
 from .data import DATASETS, DataSpec, Preprocessing, Split, load_dataset
@@ -525,16 +525,14 @@ def _say(config: ContinualConfig, text: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- reading
-_LIST = _Kind("a list", lambda v: isinstance(v, list))
-_ACCURACY = _MapOf({"mean": NUMBER, "std": NUMBER, "n": COUNT})
 # every key the table, the plot and the HTML report read (a run directory can be hostile)
 RECORD_SCHEMA = {"kind": STRING, "label": STRING, "recipe": STRING, "ipc": POSITIVE, "seed": INTEGER,
-                 "stream": {"name": STRING, "tasks": _LIST}, "protocol": {"name": STRING}, "tasks": _LIST,
-                 "finished": BOOLEAN, "budget_floats_per_task": _LIST}
+                 "stream": {"name": STRING, "tasks": LIST}, "protocol": {"name": STRING}, "tasks": LIST,
+                 "finished": BOOLEAN, "budget_floats_per_task": LIST}
 TASK_SCHEMA = {"task": POSITIVE, "classes_seen": POSITIVE, "stored_floats": COUNT, "stored_floats_so_far": COUNT,
-               "accuracy": _ACCURACY}
-SUMMARY_SCHEMA = {"final_accuracy": _ACCURACY, "final_average_accuracy": _MapOf(NUMBER),
-                  "average_incremental_accuracy": _MapOf(NUMBER), "total_stored_floats": COUNT,
+               "accuracy": ACCURACY}
+SUMMARY_SCHEMA = {"final_accuracy": ACCURACY, "final_average_accuracy": MapOf(NUMBER),
+                  "average_incremental_accuracy": MapOf(NUMBER), "total_stored_floats": COUNT,
                   "total_budget_floats": COUNT}
 
 
@@ -548,13 +546,13 @@ def load_continual(directory: str | Path) -> dict:
     if not path.exists():
         raise ArtifactError(f"'{directory}' holds no continual run (no {RESULTS_FILE})")
     record = read_json(path)
-    _check(record, RECORD_SCHEMA, "", path)
+    check_schema(record, RECORD_SCHEMA, "", path)
     if record["kind"] != "continual":
         raise ArtifactError(f"{path}: kind must be \"continual\", got {json.dumps(record['kind'])[:40]}")
     for index, entry in enumerate(record["tasks"]):
-        _check(entry, TASK_SCHEMA, f"tasks[{index}]", path)
+        check_schema(entry, TASK_SCHEMA, f"tasks[{index}]", path)
     if record["finished"]:
-        _check(record, SUMMARY_SCHEMA, "", path)
+        check_schema(record, SUMMARY_SCHEMA, "", path)
     return record
 
 
