@@ -6,24 +6,33 @@
 # Condensation budgets are CPU budgets (the rows of benchmarks/fashion_mnist_table.sh, per task); every setting
 # that differs from a recipe's default is on its row. Finished runs are skipped and killed ones resume, so the
 # script can be rerun after a kill. It waits (between runs) while /tmp/cpu-quiet exists: someone is timing.
-# Usage: bash benchmarks/continual.sh [ROW ... | plot]   (default: every row, in order, then the plots)
+# Each finished run's continual.json (a few KB) is copied to benchmarks/results/continual/ROW/, so the tables and
+# plots of docs/continual.md can be rebuilt from the repository without the run directories ("plot", "table").
+# Usage: bash benchmarks/continual.sh [ROW ... | plot | table]   (default: every row, in order, then the plots)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/continual}
 DATA=${DATA:-../shared/data}
 CONDENSE=${CONDENSE:-.venv/bin/condense}
 PYTHON=${PYTHON:-.venv/bin/python}
+SUMMARIES=benchmarks/results/continual
 mkdir -p "$OUT"
+
+save() {  # save NAME: keep a finished run's continual.json in the repository
+  grep -qs '"finished": true' "$OUT/$1/continual.json" || return 0
+  mkdir -p "$SUMMARIES/$1" && cp "$OUT/$1/continual.json" "$SUMMARIES/$1/continual.json"
+}
 
 run() {  # run NAME ARGS...: one continual run into $OUT/NAME unless it already finished
   local name=$1; shift
   while [ -e /tmp/cpu-quiet ]; do sleep 30; done  # another engineer is timing benchmarks on these cores
-  if grep -qs '"finished": true' "$OUT/$name/continual.json"; then echo "skip $name (done)"; return; fi
+  if grep -qs '"finished": true' "$OUT/$name/continual.json"; then echo "skip $name (done)"; save "$name"; return; fi
   local resume=""  # a killed run continues from its last evaluated task (and that task's checkpoint)
   [ -f "$OUT/$name/continual.json" ] && resume="--resume"
   echo "=== $name: condense continual $* $resume"
   /usr/bin/time -f "$name wall %e s" $CONDENSE continual --data-root "$DATA" --out "$OUT/$name" --protocol cpu \
     --seed 0 --quiet $resume "$@"
+  save "$name"
 }
 
 FMNIST="--stream split-fashion-mnist"
@@ -40,6 +49,8 @@ declare -A ROWS=(
   [fmnist-dm-1]="$FMNIST $DM --ipc 1"
   [fmnist-hmn-1]="$FMNIST $HMN --ipc 1"
   [fmnist-rtp-1]="$FMNIST $RTP --ipc 1 --container-set bases=4"
+  # the same 4 memories per task, but each later task also addresses every earlier task's memories (frozen)
+  [fmnist-rtp-reuse-1]="$FMNIST $RTP --ipc 1 --container-set bases=4 --reuse-memories --later-bases 4"
   [fmnist-random-10]="$FMNIST --recipe random --ipc 10"
   [fmnist-herding-10]="$FMNIST --recipe herding --ipc 10"
   [fmnist-dm-10]="$FMNIST $DM --ipc 10"
@@ -49,28 +60,33 @@ declare -A ROWS=(
   [two-dm-10]="$TWO $DM --ipc 10"
   [two-hmn-10]="$TWO $HMN --ipc 10"
 )
-# the rows of docs/continual.md, in the order they were run; two-hmn-10 is the best condensed container of the
+# the rows of docs/continual.md (the default run, in this order); two-hmn-10: the best condensed container of the
 # IPC-1 rows on the two-dataset stream
-ORDER=(fmnist-random-1 fmnist-dm-1 fmnist-herding-1 fmnist-hmn-1 fmnist-rtp-1 fmnist-random-10 fmnist-dm-10
-       two-random-10 two-dm-10 two-hmn-10)
-# cut for time (docs/continual.md): on 2 shared CPU cores each would take about an hour; run them by name
-CUT=(fmnist-herding-10 fmnist-hmn-10 fmnist-rtp-10)
+ORDER=(fmnist-random-1 fmnist-herding-1 fmnist-dm-1 fmnist-hmn-1 fmnist-rtp-1 fmnist-rtp-reuse-1 fmnist-random-10
+       fmnist-herding-10 fmnist-dm-10 fmnist-hmn-10 fmnist-rtp-10 two-random-10 two-dm-10 two-hmn-10)
 
-plot() {  # the accuracy plots of every finished run: one panel per IPC, one line per method
+plot() {  # the accuracy plots from the saved summaries: one panel per IPC, one line per method
   local fmnist=() two=()
-  for name in "${ORDER[@]}" "${CUT[@]}"; do
-    grep -qs '"finished": true' "$OUT/$name/continual.json" || continue
-    case "$name" in fmnist-*) fmnist+=("$OUT/$name") ;; two-*) two+=("$OUT/$name") ;; esac
+  for name in "${ORDER[@]}"; do
+    [ -f "$SUMMARIES/$name/continual.json" ] || continue
+    case "$name" in fmnist-*) fmnist+=("$SUMMARIES/$name") ;; two-*) two+=("$SUMMARIES/$name") ;; esac
   done
   [ ${#fmnist[@]} -gt 0 ] && $PYTHON -c 'import sys; from condensation.continual import plot_continual; plot_continual(sys.argv[2:], sys.argv[1])' docs/continual-fashion-mnist.png "${fmnist[@]}" && echo "wrote docs/continual-fashion-mnist.png"
-  [ ${#two[@]} -gt 0 ] && $PYTHON -c 'import sys; from condensation.continual import plot_continual; plot_continual(sys.argv[2:], sys.argv[1])' "$OUT/mnist-fashion-mnist.png" "${two[@]}" && echo "wrote $OUT/mnist-fashion-mnist.png"
+  [ ${#two[@]} -gt 0 ] && $PYTHON -c 'import sys; from condensation.continual import plot_continual; plot_continual(sys.argv[2:], sys.argv[1])' docs/continual-mnist-fashion-mnist.png "${two[@]}" && echo "wrote docs/continual-mnist-fashion-mnist.png"
   return 0
+}
+
+table() {  # one markdown row per saved run (accuracy on all seen classes after each task, mean ± std)
+  local dirs=()
+  for name in "${ORDER[@]}"; do [ -f "$SUMMARIES/$name/continual.json" ] && dirs+=("$SUMMARIES/$name"); done
+  $PYTHON -c 'import sys; from condensation.continual import load_continual, markdown_table; print(markdown_table([load_continual(d) for d in sys.argv[1:]]))' "${dirs[@]}"
 }
 
 rows=("$@")
 [ ${#rows[@]} -eq 0 ] && rows=("${ORDER[@]}" plot)
 for name in "${rows[@]}"; do
   if [ "$name" = plot ]; then plot; continue; fi
-  if [ -z "${ROWS[$name]+x}" ]; then echo "unknown row $name; rows: ${ORDER[*]} ${CUT[*]} plot"; exit 2; fi
+  if [ "$name" = table ]; then table; continue; fi
+  if [ -z "${ROWS[$name]+x}" ]; then echo "unknown row $name; rows: ${ORDER[*]} plot table"; exit 2; fi
   run "$name" ${ROWS[$name]}
 done

@@ -150,6 +150,45 @@ def test_containers_with_shared_parts_count_them_once_per_task_within_its_budget
     assert record["total_stored_floats"] == sum(e["stored_floats"] for e in record["tasks"]) <= record["total_budget_floats"]
 
 
+@pytest.mark.parametrize("later", [1, 0])
+def test_later_tasks_address_the_stored_memories_and_pay_only_for_their_addresses(tmp_path, later):
+    """reuse_memories: task t addresses every earlier task's memories (frozen, exactly as stored) plus ``later``
+    new ones (0: addresses only)."""
+    from condensation.artifacts import load_artifact
+
+    record = continual(_config(tmp_path, recipe="rtp", ipc=2, iterations=1, container_settings={"bases": 2},
+                               objective_settings={"inner_steps": 2, "synthetic_per_class": 4},
+                               reuse_memories=True, later_bases=later))
+    # B = 2 classes x 2 x 64 = 256 per task; a memory is 4 x 4 = 16 floats; task t's addresses cover every memory
+    # so far, K_t = 2 + (t - 1) x later: r = (256 - 16 x own) // (2 x K_t)
+    addressed = [2 + (t - 1) * later for t in range(1, 6)]
+    own = [2] + [later] * 4
+    images_per_class = [(256 - 16 * own[t]) // (2 * addressed[t]) for t in range(5)]
+    assert images_per_class == ([56, 40, 30, 24, 20] if later else [56, 64, 64, 64, 64])
+    artifacts = [load_artifact(tmp_path / "run" / f"task-{t}") for t in range(1, 6)]
+    memories = []
+    for t, (entry, artifact) in enumerate(zip(record["tasks"], artifacts)):
+        container, r = artifact.container, images_per_class[t]
+        assert container.generated_per_class() == r and entry["generated_images"] == 2 * r
+        assert entry["stored_floats_by_part"] == {"memories": own[t] * 16, "addresses": 2 * r * addressed[t]}
+        assert entry["stored_floats"] == own[t] * 16 + 2 * r * addressed[t] <= entry["budget_floats"] == 256
+        if memories:  # exactly the earlier tasks' memories, in task order, untouched by this task's training
+            assert torch.equal(container.reused_memories, torch.cat(memories))
+        memories.append(container.memories.detach())
+        assert torch.equal(container.generate_all().images, artifact.generated_images)
+    assert record["total_stored_floats"] == sum(e["stored_floats"] for e in record["tasks"]) == (
+        16 * sum(own) + sum(2 * r * k for r, k in zip(images_per_class, addressed)))
+    assert record["config"]["reuse_memories"] is True
+
+
+def test_memory_reuse_needs_the_memories_container(tmp_path):
+    with pytest.raises(ConfigError, match="reuse_memories needs the memories container .*'dm' condenses into 'pixels'"):
+        continual(_config(tmp_path, reuse_memories=True))
+    with pytest.raises(ConfigError, match="later_bases .* with reuse_memories"):
+        continual(_config(tmp_path, recipe="rtp", later_bases=0))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_budget_a_task_cannot_meet_fails_before_any_condensing(tmp_path):
     # 16 memories of 4 x 4 need 256 floats; a task of two digit classes at IPC 1 has 128
     with pytest.raises(BudgetError, match="task 1 .*memories"):
@@ -390,3 +429,24 @@ def test_accuracy_on_all_seen_classes_is_each_networks_exact_union_of_the_tasks(
     union = continual_module.union_accuracy(by_task, {"task-1": 7, "task-2": 6})["convnet"]
     assert union.values == [round(100 * 8 / 13, 4), round(100 * 7 / 13, 4)]
     assert union.mean == pytest.approx(100 * 7.5 / 13) and union.n == 2
+
+
+def test_the_command_line_passes_memory_reuse_on(monkeypatch, tmp_path):
+    from condensation.cli import build_parser
+
+    seen = {}
+
+    def fake_continual(config, resume=False):
+        seen["config"] = config
+        raise SystemExit(0)  # stop before any work: only the flags' way into the config is tested here
+
+    monkeypatch.setattr(continual_module, "continual", fake_continual)
+    args = build_parser().parse_args(["continual", "--stream", "split-digits", "--recipe", "rtp", "--reuse-memories",
+                                      "--later-bases", "0", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        continual_command(args, {})
+    assert seen["config"].reuse_memories is True and seen["config"].later_bases == 0
+    plain = build_parser().parse_args(["continual", "--stream", "split-digits", "--recipe", "rtp"])
+    with pytest.raises(SystemExit):
+        continual_command(plain, {})
+    assert seen["config"].reuse_memories is False and seen["config"].later_bases is None

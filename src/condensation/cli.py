@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--protocol", help="evaluation protocol of the networks trained after each task (condense list "
                                       "protocols; default: the recipe's)")
     _add_protocol_overrides(c)
+    c.add_argument("--reuse-memories", action="store_true",
+                   help="memories containers (rtp): each later task addresses every earlier task's memories, frozen, "
+                        "and stores only its addresses and --later-bases new memories")
+    c.add_argument("--later-bases", type=int, metavar="K",
+                   help="with --reuse-memories: new memories of each task after the first (default: as many as task "
+                        "1; 0: addresses only)")
     c.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints; 0: never (default 50)")
     c.add_argument("--resume", action="store_true", help="continue a killed run from its last finished task (and "
                                                          "that task's checkpoint)")

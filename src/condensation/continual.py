@@ -51,6 +51,7 @@ from .artifacts import (ACCURACY, BOOLEAN, COUNT, INTEGER, LIST, NUMBER, POSITIV
                         atomic_write_json, check_schema, load_artifact, read_json)
 from .containers import create_container
 from .containers.base import Batch, Container
+from .containers.memories import MemoriesConfig
 from .data import DATASETS, DataSpec, Preprocessing, Split, load_dataset
 from .errors import ArtifactError, ConfigError
 from .evaluation.evaluate import AccuracySummary, evaluate_on_splits
@@ -184,6 +185,10 @@ class ContinualConfig:
     time_limit: str | float | None = None
     allow_repeated_images: bool = False
     progress: bool = True
+    # memories containers (RTP): each later task also addresses every earlier task's memories, frozen, and adds
+    # ``later_bases`` new ones (None: as many as task 1); docs/continual.md, Shared parts
+    reuse_memories: bool = False
+    later_bases: int | None = None
 
 
 # the fields a task's RunConfig takes from the continual config as they are
@@ -191,12 +196,35 @@ _PASSED_ON = tuple(f.name for f in dataclasses.fields(ContinualConfig)
                    if f.name in {g.name for g in dataclasses.fields(RunConfig)} and f.name not in ("out", "data_root"))
 
 
-def task_run_config(config: ContinualConfig, task: StreamTask, classes: list[int], directory: Path) -> RunConfig:
-    """The ``distill`` run of one task: its classes only, no evaluation of its own (the stream's comes after)."""
-    return RunConfig(**{name: getattr(config, name) for name in _PASSED_ON}, dataset=task.dataset,
-                     data_root=task.data_root or config.data_root,
+def task_run_config(config: ContinualConfig, task: StreamTask, classes: list[int], directory: Path,
+                    container_settings: dict | None = None) -> RunConfig:
+    """The ``distill`` run of one task: its classes only, no evaluation of its own (the stream's comes after);
+    ``container_settings`` are added to the run's (memory reuse)."""
+    passed = {name: getattr(config, name) for name in _PASSED_ON}
+    passed["container_settings"] = {**config.container_settings, **(container_settings or {})}
+    return RunConfig(**passed, dataset=task.dataset, data_root=task.data_root or config.data_root,
                      dataset_settings={**task.dataset_settings, "classes": list(classes)},
                      out=str(directory), evaluate=False)
+
+
+def reuse_settings(config: ContinualConfig, first_plan, tasks: int, out: Path) -> list[dict]:
+    """Each task's added container settings: with ``reuse_memories``, task t > 1 addresses the memory table of
+    task t-1 (which holds every earlier task's memories) and adds ``later_bases`` memories of its own."""
+    if not config.reuse_memories:
+        if config.later_bases is not None:
+            raise ConfigError("later_bases is the number of new memories of each task after the first with "
+                              "reuse_memories; without it every task has its own memories (set bases)")
+        return [{} for _ in range(tasks)]
+    if first_plan.container_name != "memories":
+        raise ConfigError(f"reuse_memories needs the memories container (recipe rtp, or --container memories); "
+                          f"recipe '{config.recipe}' condenses into '{first_plan.container_name}'")
+    first = first_plan.container_settings.get("bases", MemoriesConfig.bases)
+    later = first if config.later_bases is None else config.later_bases
+    if later < 0:
+        raise ConfigError(f"later_bases must be >= 0 (0: later tasks store addresses only), got {later}")
+    return [{}] + [{"bases": later, "reused_bases": first + (number - 2) * later,
+                    "reuse_from": str(out / f"task-{number - 1}" / "container.safetensors")}
+                   for number in range(2, tasks + 1)]
 
 
 def continual_fingerprint(config: ContinualConfig, stream: Stream) -> str:
@@ -330,7 +358,9 @@ def continual(config: ContinualConfig, resume: bool = False) -> dict:
     run_fingerprint = continual_fingerprint(config, stream)
     # every task's run planned now, so that names, settings and the protocol fail before any data loads (a plan
     # does not read the classes; the real ones replace the placeholder once the data has named them)
-    plans = [plan_run(task_run_config(config, task, [0, 1], out / f"task-{i}"))
+    reuse = reuse_settings(config, plan_run(task_run_config(config, stream.tasks[0], [0, 1], out / "task-1")),
+                           len(stream.tasks), out)
+    plans = [plan_run(task_run_config(config, task, [0, 1], out / f"task-{i}", reuse[i - 1]))
              for i, task in enumerate(stream.tasks, 1)]
     with DirectoryLock(out):
         record = continual_stage(out, run_fingerprint, resume)
@@ -347,7 +377,7 @@ def continual(config: ContinualConfig, resume: bool = False) -> dict:
             if number <= len(record["tasks"]):
                 _say(config, f"task {number}/{len(tasks)} was finished before: {_accuracy_line(record['tasks'][number - 1])}")
                 continue
-            record["tasks"].append(_run_task(config, record, tasks, number, out, plans[0].protocol))
+            record["tasks"].append(_run_task(config, record, tasks, number, out, plans[0].protocol, reuse[number - 1]))
             atomic_write_json(out / RESULTS_FILE, record)
         record.update(_summary(record), finished=True)
         atomic_write_json(out / RESULTS_FILE, record)
@@ -424,12 +454,12 @@ def method_label(config: ContinualConfig) -> str:
 
 
 def _run_task(config: ContinualConfig, record: dict, tasks: list[TaskData], number: int, out: Path,
-              protocol) -> dict:
+              protocol, container_settings: dict) -> dict:
     """Condense task ``number`` (only its training data), then train fresh networks on every container stored so
     far and test them on every class seen so far; returns the task's entry of continual.json."""
     data = tasks[number - 1]
     directory = out / f"task-{number}"
-    run_config = task_run_config(config, data.task, data.classes, directory)
+    run_config = task_run_config(config, data.task, data.classes, directory, container_settings)
     names = ", ".join(f"{c} '{n}'" for c, n in zip(data.classes, data.class_names))
     _say(config, f"task {number}/{len(tasks)}: condensing {data.task.dataset} classes {names} into {directory}")
     results = distill(run_config, resume=_has_started(directory, run_config))
@@ -699,7 +729,9 @@ def continual_command(args, settings: dict[str, dict]) -> int:
     flags = {name: getattr(args, name, None) for name in (
         "stream", "stream_seed", "recipe", "ipc", "seed", "out", "data_root", "device", "iterations", "container",
         "objective", "learning_rate", "optimizer", "preprocessing", "protocol", "checkpoint_every", "precision",
-        "time_limit")}
+        "time_limit", "later_bases")}
+    if getattr(args, "reuse_memories", False):
+        flags["reuse_memories"] = True
     if getattr(args, "architectures", None):
         flags["architectures"] = tuple(name.strip() for name in args.architectures.split(",") if name.strip())
     if getattr(args, "quiet", False):

@@ -157,3 +157,101 @@ def test_64px_images_work():
     container.initialize(real, torch.Generator().manual_seed(0))
     assert container.stored_floats() <= container.budget_floats
     assert container.generate_all().images.shape == (container.total_generated(), 3, 64, 64)
+
+
+# ------------------------------------------------------------------------------------------ reused memories
+def test_reused_memories_cost_only_their_address_entries():
+    spec = DataSpec(1, 28, 28, 2)  # a 2-class task of Fashion-MNIST at IPC 1: B = 1,568
+    _, pre = tiny_real(spec, per_class=1)
+    # 4 new memories of 14 x 14 (784 floats) + addresses over 4 reused and 4 new: r = (1,568 - 784) // (2 x 8) = 49
+    container = create_container("memories", spec, 1, pre, bases=4, reused_bases=4, reuse_from="elsewhere")
+    assert container.generated_per_class() == 49 == memories_images_per_class(spec, 1, 4, 2, reused_bases=4)
+    assert tuple(container.coefficients.shape) == (98, 8) and tuple(container.reused_memories.shape) == (4, 196)
+    assert container.stored_floats() == 784 + 98 * 8 == 1_568  # the reused 784 floats are their owner's
+    assert container.floats_per_part() == {"memories": 784, "addresses": 784}
+    assert "reused_memories" not in dict(container.named_parameters())  # a buffer: never trained
+    assert "reused_memories" in container.state_dict()  # but saved: the container regenerates alone
+    # addresses alone over 12 reused memories: r = 1,568 // (2 x 12) = 65
+    alone = create_container("memories", spec, 1, pre, bases=0, reused_bases=12, reuse_from="elsewhere")
+    assert alone.generated_per_class() == 65 and alone.stored_floats() == 2 * 65 * 12
+    with pytest.raises(BudgetError, match=r"bases=4 \(\+ 400 reused\)"):
+        create_container("memories", spec, 1, pre, bases=4, reused_bases=400, reuse_from="elsewhere")
+
+
+def test_reused_memories_settings_are_checked(gray_spec, tmp_path):
+    real, pre = tiny_real(gray_spec)
+    with pytest.raises(ConfigError, match="go together"):
+        create_container("memories", gray_spec, 2, pre, bases=2, reused_bases=2)
+    with pytest.raises(ConfigError, match="at least one memory"):
+        create_container("memories", gray_spec, 2, pre, bases=0)
+    missing = create_container("memories", gray_spec, 2, pre, bases=2, reused_bases=2, reuse_from=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="is not a container.safetensors"):
+        missing.initialize(real, torch.Generator().manual_seed(0))
+    owner = create_container("memories", gray_spec, 2, pre, bases=3)
+    save_artifact(tmp_path / "owner", owner, {"recipe": "rtp"})
+    wrong = create_container("memories", gray_spec, 2, pre, bases=2, reused_bases=2, reuse_from=str(tmp_path / "owner"))
+    with pytest.raises(ConfigError, match="holds 3 memories of 16 floats; this container reuses 2 of 16"):
+        wrong.initialize(real, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("init", ["xavier", "pca"])
+def test_a_chain_of_reuse_regenerates_from_its_own_artifact(rgb_spec, tmp_path, init):
+    """Task 1 stores 4 memories; task 2 reuses them and adds 2; task 3 addresses all 6 and stores none."""
+    real, pre = structured_real(rgb_spec)
+    first = create_container("memories", rgb_spec, 2, pre, bases=4, init=init)
+    first.initialize(real, torch.Generator().manual_seed(0))
+    save_artifact(tmp_path / "task-1", first, {"recipe": "rtp"})
+    second = create_container("memories", rgb_spec, 2, pre, bases=2, reused_bases=4, init=init,
+                              reuse_from=str(tmp_path / "task-1" / "container.safetensors"))
+    second.initialize(real, torch.Generator().manual_seed(1))
+    assert torch.equal(second.reused_memories, first.memories.detach())  # read exactly, not re-learned
+    # decoding: the address over [reused; own] memories, upsampled
+    low = (second.coefficients[5] @ torch.cat([first.memories, second.memories])).view(1, 3, 8, 8)
+    torch.testing.assert_close(second.generate(torch.tensor([5])).images,
+                               F.interpolate(low, size=(16, 16), mode="bilinear", align_corners=False))
+    second.generate(torch.arange(second.total_generated())).images.pow(2).sum().backward()  # own parameters only
+    assert second.memories.grad.abs().sum() > 0 and second.coefficients.grad.abs().sum() > 0
+    assert second.reused_memories.grad is None and not second.reused_memories.requires_grad
+    save_artifact(tmp_path / "task-2", second, {"recipe": "rtp"})
+    third = create_container("memories", rgb_spec, 2, pre, bases=0, reused_bases=6, init=init,
+                             reuse_from=str(tmp_path / "task-2"))
+    third.initialize(real, torch.Generator().manual_seed(2))
+    assert torch.equal(third.reused_memories, torch.cat([first.memories, second.memories]).detach())
+    assert third.stored_floats() == third.coefficients.numel() == 3 * third.generated_per_class() * 6
+    save_artifact(tmp_path / "task-3", third, {"recipe": "rtp"})
+    expected = {name: c.generate_all().images.detach() for name, c in (("task-2", second), ("task-3", third))}
+    (tmp_path / "task-1" / "container.safetensors").unlink()  # what each artifact reuses is saved inside it
+    for name, images in expected.items():
+        artifact = load_artifact(tmp_path / name)
+        assert torch.equal(artifact.container.generate_all().images, images)
+
+
+def test_pca_start_adds_directions_the_reused_memories_do_not_span(rgb_spec, tmp_path):
+    real, pre = structured_real(rgb_spec)
+    first = create_container("memories", rgb_spec, 2, pre, bases=3, init="pca")
+    first.initialize(real, torch.Generator().manual_seed(0))
+    save_artifact(tmp_path / "task-1", first, {"recipe": "rtp"})
+    second = create_container("memories", rgb_spec, 2, pre, bases=3, reused_bases=3, init="pca",
+                              reuse_from=str(tmp_path / "task-1"))
+    second.initialize(real, torch.Generator().manual_seed(0))
+
+    def decoded(memories):
+        return F.interpolate(memories.detach().view(-1, 3, 8, 8), size=(16, 16), mode="bilinear",
+                             align_corners=False).flatten(1)
+
+    old, new = decoded(first.memories), decoded(second.memories)
+    cross = (new @ old.T) / (new.norm(dim=1, keepdim=True) * old.norm(dim=1))
+    assert cross.abs().max() < 1e-4  # the new memories lie outside what task 1's memories span
+    # and the 6 memories together reconstruct real images better than the 3 reused alone
+    alone = create_container("memories", rgb_spec, 2, pre, bases=0, reused_bases=3, init="pca",
+                             reuse_from=str(tmp_path / "task-1"))
+    alone.initialize(real, torch.Generator().manual_seed(0))
+
+    def error(container) -> float:
+        with torch.no_grad():
+            generated = container.generate_all()
+            return float(torch.stack([torch.cdist(generated.images[generated.labels == c].flatten(1),
+                                                  real.inputs[real.labels == c].flatten(1)).min(dim=1).values.mean()
+                                      for c in range(3)]).mean())
+
+    assert error(second) < error(alone)

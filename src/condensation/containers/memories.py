@@ -13,14 +13,22 @@ RememberThePast-DatasetDistillation (compressors/imgs_embedding_basis_minibatch.
 Initialization: ``xavier`` (the official code: both tables xavier-uniform) or ``pca`` (ours): the memories
 span the leading principal directions of real images within the range of the upsampling, and each address
 holds the least-squares coefficients of one real image of its class.
+
+Reused memories (ours; continual learning, docs/continual.md): ``reused_bases`` > 0 memories that another
+container already stores (read from ``reuse_from`` when the container is initialized) are addressed as well,
+frozen. Addresses then have K' + K entries (K' reused first), the reused memories are a buffer (not trained,
+not counted in this container's stored floats: their owner counts them), and
+r = floor((B - K C H W / ds^2) / (classes (K' + K))). With ``bases = 0`` the budget goes to addresses alone.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from ..data.datasets import DataSpec
@@ -37,17 +45,23 @@ class MemoriesConfig:
     images_per_class_override: int = 0  # r; 0: the largest r the budget allows
     init: str = "xavier"  # "xavier" (official) or "pca" (leading principal components of real images)
     pca_real_per_class: int = 256  # real images per class the PCA is fitted on
+    reused_bases: int = 0  # K': frozen memories stored by another container, addressed first (0: none)
+    reuse_from: str = ""  # that container's container.safetensors: its whole table (its reused, then its own)
 
 
-def memories_images_per_class(spec: DataSpec, images_per_class: int, bases: int, downsample: int) -> int:
-    """r = floor((B - K C H W / ds^2) / (classes K)) (RTP utils/Img_per_Cls_budget.py); refuses r < 1."""
+def memories_images_per_class(spec: DataSpec, images_per_class: int, bases: int, downsample: int,
+                              reused_bases: int = 0) -> int:
+    """r = floor((B - K C H W / ds^2) / (classes (K' + K))) (RTP utils/Img_per_Cls_budget.py, with K' = 0);
+    the K' reused memories are stored elsewhere and cost only their address entries. Refuses r < 1."""
     budget = spec.budget_floats(images_per_class)
     memory_floats = bases * spec.channels * (spec.height // downsample) * (spec.width // downsample)
-    r = (budget - memory_floats) // (spec.num_classes * bases)
+    address = bases + reused_bases
+    r = (budget - memory_floats) // (spec.num_classes * address)
     if r < 1:
+        reused = f" (+ {reused_bases} reused)" if reused_bases else ""
         raise BudgetError(
-            f"memories with bases={bases} and downsample={downsample} need {memory_floats:,} floats for the memories "
-            f"plus {spec.num_classes * bases:,} per image of every class, over the budget B = {budget:,} "
+            f"memories with bases={bases}{reused} and downsample={downsample} need {memory_floats:,} floats for the "
+            f"memories plus {spec.num_classes * address:,} per image of every class, over the budget B = {budget:,} "
             f"(IPC {images_per_class}); use fewer bases or a larger downsample"
         )
     return int(r)
@@ -71,25 +85,42 @@ class AddressableMemories(Container):
         ds = config.downsample
         if config.init not in INITS:
             raise ConfigError(f"memories init must be one of: {', '.join(INITS)}; got '{config.init}'")
-        if config.bases < 1 or config.pca_real_per_class < 1:
-            raise ConfigError("memories needs bases >= 1 and pca_real_per_class >= 1")
+        if config.bases < 0 or config.reused_bases < 0 or config.bases + config.reused_bases < 1:
+            raise ConfigError("memories needs bases >= 0, reused_bases >= 0 and at least one memory in all; got "
+                              f"bases={config.bases}, reused_bases={config.reused_bases}")
+        if config.pca_real_per_class < 1:
+            raise ConfigError("memories needs pca_real_per_class >= 1")
+        if bool(config.reused_bases) != bool(config.reuse_from):
+            raise ConfigError("memories reused_bases and reuse_from go together: the number of reused memories and "
+                              f"the container.safetensors holding them (got {config.reused_bases} and "
+                              f"'{config.reuse_from}')")
         if ds < 1 or spec.height % ds or spec.width % ds:
             raise ConfigError(f"memories downsample {ds} must be >= 1 and divide the image size {spec.height}x{spec.width}")
         if config.images_per_class_override < 0:
             raise ConfigError("memories images_per_class_override must be >= 0 (0: from the budget)")
-        self.r = config.images_per_class_override or memories_images_per_class(spec, images_per_class, config.bases, ds)
+        self.r = config.images_per_class_override or memories_images_per_class(
+            spec, images_per_class, config.bases, ds, config.reused_bases)
         self.low_size = (spec.height // ds, spec.width // ds)  # (h, w)
         # a fixed-seed start so that an uninitialized container is usable; initialize() redraws from the run
         start = torch.Generator().manual_seed(0)
         memory_size = spec.channels * self.low_size[0] * self.low_size[1]  # C*h*w
         self.memories = nn.Parameter(xavier_uniform((config.bases, memory_size), start))
-        self.coefficients = nn.Parameter(xavier_uniform((spec.num_classes * self.r, config.bases), start))
+        addressed = config.reused_bases + config.bases
+        self.coefficients = nn.Parameter(xavier_uniform((spec.num_classes * self.r, addressed), start))
+        if config.reused_bases:  # a buffer: saved with the container (it regenerates alone), never trained
+            self.register_buffer("reused_memories", torch.zeros(config.reused_bases, memory_size))
 
     def generated_per_class(self) -> int:
         return self.r
 
     def floats_per_part(self) -> dict[str, int]:
         return {"memories": self.memories.numel(), "addresses": self.coefficients.numel()}
+
+    def memory_table(self) -> torch.Tensor:
+        """(K' + K, C*h*w): what addresses combine, the reused memories first."""
+        if not self.config.reused_bases:
+            return self.memories
+        return torch.cat([self.reused_memories, self.memories])
 
     def per_class_parameters(self) -> list[torch.Tensor]:
         return [self.coefficients]  # the memories are shared by every class
@@ -104,7 +135,7 @@ class AddressableMemories(Container):
     def decode(self, coefficients: torch.Tensor) -> torch.Tensor:
         """coefficients (N, K) -> images (N, C, H, W): a linear combination of the memories, upsampled."""
         h, w = self.low_size
-        images = (coefficients @ self.memories).view(-1, self.spec.channels, h, w)  # (N, C, h, w)
+        images = (coefficients @ self.memory_table()).view(-1, self.spec.channels, h, w)  # (N, C, h, w)
         if self.config.downsample > 1:
             images = F.interpolate(images, size=(self.spec.height, self.spec.width), mode="bilinear", align_corners=False)
         return images
@@ -145,6 +176,8 @@ class AddressableMemories(Container):
     # ----------------------------------------------------------------------------------- initialization
     @torch.no_grad()
     def initialize(self, real, generator) -> None:
+        if self.config.reused_bases:
+            self.reused_memories.copy_(read_memory_table(self.config.reuse_from, tuple(self.reused_memories.shape)))
         if self.config.init == "xavier":
             self.memories.copy_(xavier_uniform(tuple(self.memories.shape), generator))
             self.coefficients.copy_(xavier_uniform(tuple(self.coefficients.shape), generator))
@@ -164,8 +197,9 @@ class AddressableMemories(Container):
 
     def _pca_start(self, real, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Memories: the leading K principal directions (uncentered: the decoder has no mean term) of real
-        images, restricted to what the upsampling can produce, so decoded memories are orthonormal. Addresses:
-        the least-squares coefficients of one random real image of the class per address."""
+        images, restricted to what the upsampling can produce, so decoded memories are orthonormal; with reused
+        memories, the leading directions of what the reused ones do not span. Addresses: the least-squares
+        coefficients of one random real image of the class per address, over every addressed memory."""
         c, (h, w), k = self.spec.channels, self.low_size, self.config.bases
         device = self.memories.device
         # U^T = Q R: Q (HW, hw) orthonormal basis of the decoder's range; coordinates of x are x Q
@@ -174,9 +208,36 @@ class AddressableMemories(Container):
         def coordinates(images: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C*h*w)
             return (images.double().reshape(len(images), c, -1) @ q).reshape(len(images), -1)
 
+        # a low-resolution memory m decodes to m U per channel, whose coordinates are m U Q = m R^T
+        reused = (self.reused_memories.double().reshape(-1, h * w) @ r_factor.T).reshape(-1, c * h * w) \
+            if self.config.reused_bases else torch.zeros(0, c * h * w, dtype=torch.float64, device=device)
+        spanned = torch.linalg.qr(reused.T).Q if len(reused) else None  # (C*h*w, K'): what reuse already spans
+        memories, directions = self._principal_memories(real, generator, coordinates, r_factor, spanned)
+        solve = torch.linalg.pinv(torch.cat([reused, directions]))  # (C*h*w, K'+K): least squares, every memory
+        coefficients = torch.cat([coordinates(real.sample(cls, self.r, generator, replace_if_short=True)) @ solve
+                                  for cls in range(self.num_classes)])  # (classes*r, K'+K), one class at a time
+        # balance the new memories' scale against their address entries (products unchanged): SGD then moves
+        # both at similar rates; the reused memories are frozen, their entries keep their scale
+        if k:
+            own = coefficients[:, self.config.reused_bases:]  # a view: dividing it divides their columns
+            scale = (own.pow(2).mean().sqrt() / memories.pow(2).mean().sqrt()).sqrt()
+            memories = memories * scale
+            own /= scale
+        return memories.float(), coefficients.float()
+
+    def _principal_memories(self, real, generator, coordinates, r_factor, spanned) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K new memories (low resolution, (K, C*h*w)) and their decoded coordinates (K, C*h*w): the leading
+        principal directions of the real images' coordinates outside ``spanned`` (None: all of them)."""
+        c, (h, w), k = self.spec.channels, self.low_size, self.config.bases
+        device = r_factor.device
+        if k == 0:
+            empty = torch.zeros(0, c * h * w, dtype=torch.float64, device=device)
+            return empty, empty
         covariance = torch.zeros(c * h * w, c * h * w, dtype=torch.float64, device=device)
         for cls in range(self.num_classes):
             z = coordinates(real.sample(cls, self.config.pca_real_per_class, generator))
+            if spanned is not None:
+                z = z - (z @ spanned) @ spanned.T
             covariance += z.T @ z
         _, vectors = torch.linalg.eigh(covariance)  # ascending
         count = min(k, c * h * w)
@@ -187,9 +248,24 @@ class AddressableMemories(Container):
         # memory in low resolution: m U = d Q^T  <=>  m R^T = d  (per channel)
         memories = torch.linalg.solve_triangular(
             r_factor, directions.reshape(k * c, h * w).T, upper=True).T.reshape(k, c * h * w)
-        solve = torch.linalg.pinv(directions)  # (C*h*w, K): least squares against the decoded memories
-        coefficients = torch.cat([coordinates(real.sample(cls, self.r, generator, replace_if_short=True)) @ solve
-                                  for cls in range(self.num_classes)])  # (classes*r, K), one class at a time
-        # balance the two factors' scales (the product is unchanged): SGD then moves both at similar rates
-        scale = (coefficients.pow(2).mean().sqrt() / memories.pow(2).mean().sqrt()).sqrt()
-        return (memories * scale).float(), (coefficients / scale).float()
+        return memories, directions
+
+
+def read_memory_table(path: str, shape: tuple[int, int]) -> torch.Tensor:
+    """The whole memory table (its reused memories, then its own) of the memories container saved in ``path``
+    (a container.safetensors, or the run directory holding one), checked against ``shape``."""
+    file = Path(path)
+    file = file / "container.safetensors" if file.is_dir() else file
+    if not file.is_file():
+        raise ConfigError(f"memories reuse_from '{path}' is not a container.safetensors (nor a run directory "
+                          "holding one)")
+    with safe_open(str(file), framework="pt") as tensors:
+        names = set(tensors.keys())
+        if "memories" not in names:
+            raise ConfigError(f"memories reuse_from '{file}' holds no memories (tensors: {', '.join(sorted(names))})")
+        parts = [tensors.get_tensor(name) for name in ("reused_memories", "memories") if name in names]
+    table = torch.cat(parts)
+    if tuple(table.shape) != shape:
+        raise ConfigError(f"memories reuse_from '{file}' holds {table.shape[0]} memories of {table.shape[1]} floats; "
+                          f"this container reuses {shape[0]} of {shape[1]} (reused_bases and the image size must match)")
+    return table
