@@ -178,7 +178,7 @@ def test_later_tasks_address_the_stored_memories_and_pay_only_for_their_addresse
         assert torch.equal(container.generate_all().images, artifact.generated_images)
     assert record["total_stored_floats"] == sum(e["stored_floats"] for e in record["tasks"]) == (
         16 * sum(own) + sum(2 * r * k for r, k in zip(images_per_class, addressed)))
-    assert record["config"]["reuse_memories"] is True
+    assert record["config"]["reuse_memories"] is True and record["label"] == "rtp (reused memories)"
 
 
 def test_memory_reuse_needs_the_memories_container(tmp_path):

@@ -448,8 +448,10 @@ def _new_record(config: ContinualConfig, stream: Stream, tasks: list[TaskData], 
 
 
 def method_label(config: ContinualConfig) -> str:
-    """How plots and tables name the run: the recipe, with a container or objective it was given."""
+    """How plots and tables name the run: the recipe, with a container or objective it was given, and memory reuse."""
     parts = [name for name in (config.container, config.objective) if name]
+    if config.reuse_memories:
+        parts.append("reused memories")
     return config.recipe + (f" ({', '.join(parts)})" if parts else "")
 
 
