@@ -52,9 +52,10 @@ declare -A ROWS=(
   [fmnist-dm-1]="$FMNIST $DM --ipc 1"
   [fmnist-hmn-1]="$FMNIST $HMN --ipc 1"
   [fmnist-rtp-1]="$FMNIST $RTP --ipc 1 --container-set bases=4"
-  [fmnist-rtp-pca-1]="$FMNIST $RTP_PCA --ipc 1 --container-set bases=4"
-  # the same 4 new memories per task, but each later task also addresses every earlier task's memories (frozen)
-  [fmnist-rtp-reuse-1]="$FMNIST $RTP_PCA --ipc 1 --container-set bases=4 --reuse-memories --later-bases 4"
+  # the pair that shows memory reuse, each evaluated by 1 network instead of 3 (for time): independent memories
+  # per task, and the same 4 new memories per task with each later task also addressing every earlier task's
+  [fmnist-rtp-pca-1]="$FMNIST $RTP_PCA --ipc 1 --container-set bases=4 --protocol-set networks=1"
+  [fmnist-rtp-reuse-1]="$FMNIST $RTP_PCA --ipc 1 --container-set bases=4 --reuse-memories --later-bases 4 --protocol-set networks=1"
   [fmnist-random-10]="$FMNIST --recipe random --ipc 10"
   [fmnist-herding-10]="$FMNIST --recipe herding --ipc 10"
   [fmnist-dm-10]="$FMNIST $DM --ipc 10"

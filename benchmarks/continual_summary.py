@@ -1,7 +1,7 @@
 """The tables and plots of docs/continual.md, rebuilt from the continual.json summaries that
 benchmarks/continual.sh keeps in benchmarks/results/continual/ROW/ (no run directory needed).
 
-    python benchmarks/continual_summary.py table ROW ...   # one markdown table per (stream, IPC)
+    python benchmarks/continual_summary.py table ROW ...   # one markdown table per (stream, IPC), as in the docs
     python benchmarks/continual_summary.py plot ROW ...    # docs/continual-<stream>.png, one panel per IPC
 
 RTP rows are labelled with the memories' start (the recipe's xavier, or pca), which the recipe label omits.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from condensation.continual import load_continual, markdown_table, plot_continual
+from condensation.continual import load_continual, plot_continual
 
 SUMMARIES = Path(__file__).resolve().parent / "results" / "continual"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -38,22 +38,42 @@ def by_stream(found: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def docs_table(rows: list[str], group: list[dict]) -> str:
+    """One row per run: the benchmark row, the accuracy after each task (mean ± std over the networks, or the
+    one network's), the floats stored after the last task, and the minutes spent condensing and evaluating."""
+    tasks = max(len(record["tasks"]) for record in group)
+    lines = ["| row | method | " + " | ".join(f"after task {t}" for t in range(1, tasks + 1)) +
+             " | networks | stored floats | minutes condensing / evaluating |",
+             "|---|---|" + "---:|" * tasks + "---:|---:|---:|"]
+    for row, record in zip(rows, group):
+        stats = [next(iter(entry["accuracy"].values())) for entry in record["tasks"]]
+        shown = [f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s["n"] > 1 else "") for s in stats]
+        seconds = [entry["seconds"] for entry in record["tasks"]]
+        minutes = [sum(s.get(part, 0.0) for s in seconds) / 60 for part in ("distill", "evaluate")]
+        lines.append(f"| `{row}` | {record['label']} | " + " | ".join(shown + ["–"] * (tasks - len(shown))) +
+                     f" | {stats[-1]['n']} | {record['tasks'][-1]['stored_floats_so_far']:,} | "
+                     f"{minutes[0]:.1f} / {minutes[1]:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 1 or argv[0] not in ("table", "plot"):
         print(__doc__)
         return 2
-    found = records(argv[1:])
+    saved = [row for row in argv[1:] if (SUMMARIES / row / "continual.json").is_file()]
+    found = records(saved)
     if argv[0] == "table":
-        panels: dict[tuple, list[dict]] = {}
-        for record in found:
-            panels.setdefault((record["stream"]["name"], record["ipc"]), []).append(record)
-        for (stream, ipc), group in panels.items():
-            print(f"\n{stream}, IPC {ipc}\n")
-            print(markdown_table(group))
+        panels: dict[tuple, list[tuple[str, dict]]] = {}
+        for row, record in zip(saved, found):
+            panels.setdefault((record["stream"]["name"], record["ipc"]), []).append((row, record))
+        for (stream, ipc), pairs in panels.items():
+            print(f"\n{stream}, IPC {ipc} per class, protocol {pairs[0][1]['protocol']['name']}\n")
+            print(docs_table([row for row, _ in pairs], [record for _, record in pairs]))
         return 0
+    every_label = [record["label"] for record in found]  # one colour per method across the plot files
     for stream, group in by_stream(found).items():
         out = DOCS / f"continual-{stream.removeprefix('split-')}.png"
-        plot_continual([], out, records=group)
+        plot_continual([], out, records=group, color_order=every_label)
         print(f"wrote {out}")
     return 0
 

@@ -386,6 +386,10 @@ def test_the_plot_has_a_panel_per_ipc_and_a_line_per_method(tmp_path):
     colors = _colors(png)
     assert {(0x4e, 0x79, 0xa7), (0xf2, 0x8e, 0x2b)} <= colors  # random's line and dm's
     assert (0xf2, 0x8e, 0x2b) not in _colors((tmp_path / "random-1" / "continual.png").read_bytes())
+    # drawn alone, dm takes the first colour; given the order of every plot, it keeps its colour (orange)
+    alone, ordered = plot_continual([tmp_path / "dm-1"]), plot_continual([tmp_path / "dm-1"], color_order=["random", "dm"])
+    assert (0x4e, 0x79, 0xa7) in _colors(alone) and (0xf2, 0x8e, 0x2b) not in _colors(alone)
+    assert (0xf2, 0x8e, 0x2b) in _colors(ordered) and (0x4e, 0x79, 0xa7) not in _colors(ordered)
     table = markdown_table(runs)
     assert table.count("\n| random |") == 2 and table.count("\n| dm |") == 2 and "after task 5" in table
 

@@ -637,10 +637,16 @@ PLOT_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2",
                "#bab0ac")
 
 
-def plot_continual(directories: list[str | Path], out: str | Path | None = None, records: list[dict] | None = None) -> bytes:
+def plot_continual(
+    directories: list[str | Path],
+    out: str | Path | None = None,
+    records: list[dict] | None = None,
+    color_order: list[str] | None = None,
+) -> bytes:
     """A PNG of accuracy on all seen classes (mean ± std over the evaluation networks, first architecture)
     against the number of tasks learned: one panel per (stream, IPC), one line per method, a method's colour
-    the same in every panel. Returns the PNG's bytes and writes them to ``out`` when given."""
+    the same in every panel. ``color_order`` (labels) gives the colours, so that several plots drawn apart
+    agree; labels not in it follow. Returns the PNG's bytes and writes them to ``out`` when given."""
     from PIL import Image, ImageDraw
 
     records = records if records is not None else [load_continual(directory) for directory in directories]
@@ -650,7 +656,8 @@ def plot_continual(directories: list[str | Path], out: str | Path | None = None,
     panels = {}  # (stream, IPC) -> records, in the order given
     for r in records:
         panels.setdefault((r["stream"]["name"], r["ipc"]), []).append(r)
-    colors = {label: PLOT_COLORS[i % len(PLOT_COLORS)] for i, label in enumerate(dict.fromkeys(r["label"] for r in records))}
+    labels = dict.fromkeys([*(color_order or []), *(r["label"] for r in records)])
+    colors = {label: PLOT_COLORS[i % len(PLOT_COLORS)] for i, label in enumerate(labels)}
     width, height, left, right, top, bottom = 560, 430, 64, 16, 58, 56
     legend_rows = max(len(group) for group in panels.values())
     canvas = Image.new("RGB", (width * len(panels), height + 22 * legend_rows + 12), "white")
