@@ -8,7 +8,9 @@
 # script can be rerun after a kill. It waits (between runs) while /tmp/cpu-quiet exists: someone is timing.
 # Each finished run's continual.json (a few KB) is copied to benchmarks/results/continual/ROW/, so the tables and
 # plots of docs/continual.md can be rebuilt from the repository without the run directories ("plot", "table").
-# Usage: bash benchmarks/continual.sh [ROW ... | plot | table]   (default: every row, in order, then the plots)
+# SEED=S (default 0) condenses with seed S into ROW-seedS (ROW for seed 0); the class order stays seed 0's, so
+# rows of different seeds see the same tasks ("seeds" prints the spread over the seeds saved).
+# Usage: bash benchmarks/continual.sh [ROW ... | plot | table | seeds]   (default: every row, in order, then plots)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/continual}
@@ -16,6 +18,7 @@ DATA=${DATA:-../shared/data}
 CONDENSE=${CONDENSE:-.venv/bin/condense}
 PYTHON=${PYTHON:-.venv/bin/python}
 SUMMARIES=benchmarks/results/continual
+SEED=${SEED:-0}
 mkdir -p "$OUT"
 
 save() {  # save NAME: keep a finished run's continual.json in the repository
@@ -23,15 +26,16 @@ save() {  # save NAME: keep a finished run's continual.json in the repository
   mkdir -p "$SUMMARIES/$1" && cp "$OUT/$1/continual.json" "$SUMMARIES/$1/continual.json"
 }
 
-run() {  # run NAME ARGS...: one continual run into $OUT/NAME unless it already finished
+run() {  # run ROW ARGS...: one continual run into $OUT/ROW (ROW-seedS) unless it already finished
   local name=$1; shift
+  [ "$SEED" != 0 ] && name="$name-seed$SEED"
   while [ -e /tmp/cpu-quiet ]; do sleep 30; done  # another engineer is timing benchmarks on these cores
   if grep -qs '"finished": true' "$OUT/$name/continual.json"; then echo "skip $name (done)"; save "$name"; return; fi
   local resume=""  # a killed run continues from its last evaluated task (and that task's checkpoint)
   [ -f "$OUT/$name/continual.json" ] && resume="--resume"
   echo "=== $name: condense continual $* $resume"
   /usr/bin/time -f "$name wall %e s" $CONDENSE continual --data-root "$DATA" --out "$OUT/$name" --protocol cpu \
-    --seed 0 --quiet $resume "$@"
+    --seed "$SEED" --stream-seed 0 --quiet $resume "$@"
   save "$name"
 }
 
@@ -73,12 +77,14 @@ ORDER=(fmnist-random-1 fmnist-herding-1 fmnist-dm-1 fmnist-hmn-1 fmnist-rtp-1 fm
 
 plot() { $PYTHON benchmarks/continual_summary.py plot "${ORDER[@]}"; }  # docs/continual-*.png from the summaries
 table() { $PYTHON benchmarks/continual_summary.py table "${ORDER[@]}"; }  # the markdown tables of docs/continual.md
+seeds() { $PYTHON benchmarks/continual_summary.py seeds "${ORDER[@]}"; }  # rows saved for several seeds
 
 rows=("$@")
 [ ${#rows[@]} -eq 0 ] && rows=("${ORDER[@]}" plot)
 for name in "${rows[@]}"; do
   if [ "$name" = plot ]; then plot; continue; fi
   if [ "$name" = table ]; then table; continue; fi
-  if [ -z "${ROWS[$name]+x}" ]; then echo "unknown row $name; rows: ${ORDER[*]} plot table"; exit 2; fi
+  if [ "$name" = seeds ]; then seeds; continue; fi
+  if [ -z "${ROWS[$name]+x}" ]; then echo "unknown row $name; rows: ${ORDER[*]} plot table seeds"; exit 2; fi
   run "$name" ${ROWS[$name]}
 done

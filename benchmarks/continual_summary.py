@@ -3,11 +3,13 @@ benchmarks/continual.sh keeps in benchmarks/results/continual/ROW/ (no run direc
 
     python benchmarks/continual_summary.py table ROW ...   # one markdown table per (stream, IPC), as in the docs
     python benchmarks/continual_summary.py plot ROW ...    # docs/continual-<stream>.png, one panel per IPC
+    python benchmarks/continual_summary.py seeds ROW ...   # rows saved for several condensation seeds (ROW-seedS)
 
 RTP rows are labelled with the memories' start (the recipe's xavier, or pca), which the recipe label omits.
 """
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -56,10 +58,39 @@ def docs_table(rows: list[str], group: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_rows(row: str) -> list[str]:
+    """``row`` (seed 0) and its saved ``row-seedS`` runs, by seed."""
+    others = sorted(SUMMARIES.glob(f"{row}-seed*/continual.json"), key=lambda p: int(p.parent.name.rsplit("seed", 1)[1]))
+    return [r for r in [row, *(p.parent.name for p in others)] if (SUMMARIES / r / "continual.json").is_file()]
+
+
+def seeds_table(rows: list[str]) -> str:
+    """One line per row saved for two or more seeds: the accuracy after each task as the mean ± std over seeds of
+    each seed's mean over its networks, and each seed's final accuracy (for paired comparisons)."""
+    lines = []
+    for row in rows:
+        names = seed_rows(row)
+        if len(names) < 2:
+            continue
+        group = records(names)
+        tasks = min(len(record["tasks"]) for record in group)
+        means = [[next(iter(record["tasks"][t]["accuracy"].values()))["mean"] for record in group] for t in range(tasks)]
+        after = [f"{statistics.mean(m):.2f} ± {statistics.stdev(m):.2f}" for m in means]
+        finals = ", ".join(f"{record['seed']}: {value:.2f}" for record, value in zip(group, means[-1]))
+        if not lines:
+            lines = ["| row | method | seeds | " + " | ".join(f"after task {t}" for t in range(1, tasks + 1)) +
+                     " | final accuracy by seed |", "|---|---|---:|" + "---:|" * tasks + "---|"]
+        lines.append(f"| `{row}` | {group[0]['label']} | {len(group)} | " + " | ".join(after) + f" | {finals} |")
+    return "\n".join(lines) if lines else "no row is saved for two or more seeds"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 1 or argv[0] not in ("table", "plot"):
+    if len(argv) < 1 or argv[0] not in ("table", "plot", "seeds"):
         print(__doc__)
         return 2
+    if argv[0] == "seeds":
+        print(seeds_table(argv[1:]))
+        return 0
     saved = [row for row in argv[1:] if (SUMMARIES / row / "continual.json").is_file()]
     found = records(saved)
     if argv[0] == "table":

@@ -51,7 +51,7 @@ def test_distribution_losses_reach_the_container_and_keep_no_real_graph(name, gr
     objective.begin_iteration(0, generator)
     assert not any(p.requires_grad for p in objective.network.parameters())
     loss = objective.loss(container, real, [0, 1, 2], generator)
-    assert torch.isfinite(loss) and float(loss) > 0
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
     loss.backward()
     assert container.images.grad is not None and container.images.grad.abs().sum() > 0
 
