@@ -64,10 +64,15 @@ def seed_rows(row: str) -> list[str]:
     return [r for r in [row, *(p.parent.name for p in others)] if (SUMMARIES / r / "continual.json").is_file()]
 
 
+# two-sided 95% quantiles of Student's t, by degrees of freedom (seeds - 1)
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
 def seeds_table(rows: list[str]) -> str:
     """One line per row saved for two or more seeds: the accuracy after each task as the mean ± std over seeds of
-    each seed's mean over its networks, and each seed's final accuracy (for paired comparisons)."""
-    lines = []
+    each seed's mean over its networks, each seed's final accuracy, and the final accuracy's difference from the
+    first such row, paired by seed, as mean [95% t interval over the seeds both rows have]."""
+    lines, reference = [], None
     for row in rows:
         names = seed_rows(row)
         if len(names) < 2:
@@ -76,11 +81,21 @@ def seeds_table(rows: list[str]) -> str:
         tasks = min(len(record["tasks"]) for record in group)
         means = [[next(iter(record["tasks"][t]["accuracy"].values()))["mean"] for record in group] for t in range(tasks)]
         after = [f"{statistics.mean(m):.2f} ± {statistics.stdev(m):.2f}" for m in means]
-        finals = ", ".join(f"{record['seed']}: {value:.2f}" for record, value in zip(group, means[-1]))
-        if not lines:
+        final = {record["seed"]: value for record, value in zip(group, means[-1])}
+        shown = ", ".join(f"{seed}: {value:.2f}" for seed, value in final.items())
+        if reference is None:
+            reference = (row, final)
             lines = ["| row | method | seeds | " + " | ".join(f"after task {t}" for t in range(1, tasks + 1)) +
-                     " | final accuracy by seed |", "|---|---|---:|" + "---:|" * tasks + "---|"]
-        lines.append(f"| `{row}` | {group[0]['label']} | {len(group)} | " + " | ".join(after) + f" | {finals} |")
+                     f" | final accuracy by seed | final − `{row}`'s, paired by seed |",
+                     "|---|---|---:|" + "---:|" * tasks + "---|---|"]
+        paired = [final[seed] - reference[1][seed] for seed in final if seed in reference[1]]
+        difference = "–"
+        if row != reference[0] and len(paired) >= 2:
+            half = T_975.get(len(paired) - 1, 1.96) * statistics.stdev(paired) / len(paired) ** 0.5
+            mean = statistics.mean(paired)
+            difference = f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (n={len(paired)})"
+        lines.append(f"| `{row}` | {group[0]['label']} | {len(group)} | " + " | ".join(after) +
+                     f" | {shown} | {difference} |")
     return "\n".join(lines) if lines else "no row is saved for two or more seeds"
 
 
