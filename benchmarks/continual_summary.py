@@ -13,15 +13,15 @@ import statistics
 import sys
 from pathlib import Path
 
-from condensation.continual import load_continual, plot_continual
+from condensation.continual import first_architecture, load_continual, plot_continual
 
 SUMMARIES = Path(__file__).resolve().parent / "results" / "continual"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def records(rows: list[str]) -> list[dict]:
-    """The saved summaries of ``rows`` (rows not saved yet are left out), labelled for the docs."""
-    found = []
+def records(rows: list[str]) -> dict[str, dict]:
+    """The saved summaries of ``rows`` by row, in order (rows not saved yet are left out), labelled for the docs."""
+    found = {}
     for row in rows:
         if not (SUMMARIES / row / "continual.json").is_file():
             continue
@@ -29,26 +29,19 @@ def records(rows: list[str]) -> list[dict]:
         if record["recipe"] == "rtp":  # the recipe's container start is xavier unless the row overrides it
             start = record["config"]["container_settings"].get("init", "xavier")
             record["label"] = f"{record['label']}, {start} start"
-        found.append(record)
+        found[row] = record
     return found
 
 
-def by_stream(found: list[dict]) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
-    for record in found:
-        groups.setdefault(record["stream"]["name"], []).append(record)
-    return groups
-
-
-def docs_table(rows: list[str], group: list[dict]) -> str:
+def docs_table(group: dict[str, dict]) -> str:
     """One row per run: the benchmark row, the accuracy after each task (mean ± std over the networks, or the
     one network's), the floats stored after the last task, and the minutes spent condensing and evaluating."""
-    tasks = max(len(record["tasks"]) for record in group)
+    tasks = max(len(record["tasks"]) for record in group.values())
     lines = ["| row | method | " + " | ".join(f"after task {t}" for t in range(1, tasks + 1)) +
              " | networks | stored floats | minutes condensing / evaluating |",
              "|---|---|" + "---:|" * tasks + "---:|---:|---:|"]
-    for row, record in zip(rows, group):
-        stats = [next(iter(entry["accuracy"].values())) for entry in record["tasks"]]
+    for row, record in group.items():
+        stats = [first_architecture(entry["accuracy"]) for entry in record["tasks"]]
         shown = [f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s["n"] > 1 else "") for s in stats]
         seconds = [entry["seconds"] for entry in record["tasks"]]
         minutes = [sum(s.get(part, 0.0) for s in seconds) / 60 for part in ("distill", "evaluate")]
@@ -59,9 +52,9 @@ def docs_table(rows: list[str], group: list[dict]) -> str:
 
 
 def seed_rows(row: str) -> list[str]:
-    """``row`` (seed 0) and its saved ``row-seedS`` runs, by seed."""
-    others = sorted(SUMMARIES.glob(f"{row}-seed*/continual.json"), key=lambda p: int(p.parent.name.rsplit("seed", 1)[1]))
-    return [r for r in [row, *(p.parent.name for p in others)] if (SUMMARIES / r / "continual.json").is_file()]
+    """``row`` (seed 0) and its ``row-seedS`` runs, by seed."""
+    others = sorted(SUMMARIES.glob(f"{row}-seed*/"), key=lambda path: int(path.name.rsplit("seed", 1)[1]))
+    return [row, *(path.name for path in others)]
 
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom (seeds - 1)
@@ -74,12 +67,11 @@ def seeds_table(rows: list[str]) -> str:
     first such row, paired by seed, as mean [95% t interval over the seeds both rows have]."""
     lines, reference = [], None
     for row in rows:
-        names = seed_rows(row)
-        if len(names) < 2:
+        group = list(records(seed_rows(row)).values())
+        if len(group) < 2:
             continue
-        group = records(names)
         tasks = min(len(record["tasks"]) for record in group)
-        means = [[next(iter(record["tasks"][t]["accuracy"].values()))["mean"] for record in group] for t in range(tasks)]
+        means = [[first_architecture(record["tasks"][t]["accuracy"])["mean"] for record in group] for t in range(tasks)]
         after = [f"{statistics.mean(m):.2f} ± {statistics.stdev(m):.2f}" for m in means]
         final = {record["seed"]: value for record, value in zip(group, means[-1])}
         shown = ", ".join(f"{seed}: {value:.2f}" for seed, value in final.items())
@@ -106,18 +98,20 @@ def main(argv: list[str]) -> int:
     if argv[0] == "seeds":
         print(seeds_table(argv[1:]))
         return 0
-    saved = [row for row in argv[1:] if (SUMMARIES / row / "continual.json").is_file()]
-    found = records(saved)
+    found = records(argv[1:])
     if argv[0] == "table":
-        panels: dict[tuple, list[tuple[str, dict]]] = {}
-        for row, record in zip(saved, found):
-            panels.setdefault((record["stream"]["name"], record["ipc"]), []).append((row, record))
-        for (stream, ipc), pairs in panels.items():
-            print(f"\n{stream}, IPC {ipc} per class, protocol {pairs[0][1]['protocol']['name']}\n")
-            print(docs_table([row for row, _ in pairs], [record for _, record in pairs]))
+        panels: dict[tuple, dict[str, dict]] = {}
+        for row, record in found.items():
+            panels.setdefault((record["stream"]["name"], record["ipc"]), {})[row] = record
+        for (stream, ipc), group in panels.items():
+            print(f"\n{stream}, IPC {ipc} per class, protocol {next(iter(group.values()))['protocol']['name']}\n")
+            print(docs_table(group))
         return 0
-    every_label = [record["label"] for record in found]  # one colour per method across the plot files
-    for stream, group in by_stream(found).items():
+    streams: dict[str, list[dict]] = {}
+    for record in found.values():
+        streams.setdefault(record["stream"]["name"], []).append(record)
+    every_label = [record["label"] for record in found.values()]  # one colour per method across the plot files
+    for stream, group in streams.items():
         out = DOCS / f"continual-{stream.removeprefix('split-')}.png"
         plot_continual([], out, records=group, color_order=every_label)
         print(f"wrote {out}")

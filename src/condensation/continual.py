@@ -623,9 +623,9 @@ def markdown_table(records: list[dict]) -> str:
              " | final average accuracy | stored floats | protocol |",
              "|---|---|---|---|" + "---|" * longest + "---|---|---|"]
     for r in records:
-        first = lambda stats: next(iter(stats.values()))  # noqa: E731  (the protocol's first architecture)
-        after = [_mean_std(first(entry["accuracy"])) for entry in r["tasks"]] + ["–"] * (longest - len(r["tasks"]))
-        average = (f"{first(r['final_average_accuracy']):.2f}" if r.get("finished") else "unfinished")
+        after = [_mean_std(first_architecture(entry["accuracy"])) for entry in r["tasks"]]
+        after += ["–"] * (longest - len(r["tasks"]))
+        average = (f"{first_architecture(r['final_average_accuracy']):.2f}" if r.get("finished") else "unfinished")
         stored = r["tasks"][-1]["stored_floats_so_far"] if r["tasks"] else 0
         lines.append(f"| {r['label']} | {r['stream']['name']} | {r['ipc']} | {r['seed']} | " + " | ".join(after) +
                      f" | {average} | {stored:,} | {r['protocol']['name']} |")
@@ -665,7 +665,7 @@ def plot_continual(
     font, small = _font(15), _font(13)
     for index, ((stream, ipc), group) in enumerate(panels.items()):
         x0 = index * width
-        curves = [[(e["task"], _first(e["accuracy"])) for e in r["tasks"]] for r in group]
+        curves = [[(e["task"], first_architecture(e["accuracy"])) for e in r["tasks"]] for r in group]
         low = min(s["mean"] - s["std"] for curve in curves for _, s in curve)
         high = max(s["mean"] + s["std"] for curve in curves for _, s in curve)
         low, high = max(0, 10 * math.floor(low / 10 - 0.05)), min(100, 10 * math.ceil(high / 10 + 0.05))
@@ -700,7 +700,7 @@ def plot_continual(
                 draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
         for row, r in enumerate(group):
             y = height + 8 + 22 * row
-            final = _first(r["tasks"][-1]["accuracy"])["mean"]
+            final = first_architecture(r["tasks"][-1]["accuracy"])["mean"]
             draw.rectangle([x0 + left, y + 3, x0 + left + 14, y + 15], fill=colors[r["label"]])
             shown = f"{r['label']}: {final:.2f}% after task {r['tasks'][-1]['task']}, {r['tasks'][-1]['stored_floats_so_far']:,} floats"
             _text(draw, (x0 + left + 22, y + 9), shown, small, "lm")
@@ -711,7 +711,8 @@ def plot_continual(
     return buffer.getvalue()
 
 
-def _first(accuracy: dict) -> dict:
+def first_architecture(accuracy: dict) -> dict:
+    """The statistics of the protocol's first architecture in an ``accuracy`` entry (what tables and plots show)."""
     return next(iter(accuracy.values()))
 
 
