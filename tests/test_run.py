@@ -162,3 +162,11 @@ def test_a_pruning_recipe_with_a_container_that_cannot_prune_fails_before_conden
     with pytest.raises(ConfigError, match="container 'pixels' cannot do; use one of: hmn"):
         distill(_config(tmp_path, recipe="hmn", container="pixels", objective_settings={}))
     assert not (tmp_path / "run").exists()
+
+
+def test_isolate_classes_is_a_named_run_option_off_by_default(tmp_path):
+    from condensation.run import RunConfig, plan_run
+
+    assert plan_run(RunConfig(recipe="hmn", dataset="digits")).optimizer.isolate_classes is False
+    assert plan_run(RunConfig(recipe="hmn", dataset="digits", isolate_classes=True)).optimizer.isolate_classes is True
+    assert plan_run(RunConfig(recipe="idc", dataset="digits", isolate_classes=True)).optimizer.isolate_classes is True

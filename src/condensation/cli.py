@@ -84,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--time-limit", metavar="DURATION",
                    help="stop condensing at the first iteration after this wall clock (e.g. 900, 90s, 20m, 1.5h; "
                         "default: no limit)")
+    d.add_argument("--cpu-limit", metavar="DURATION",
+                   help="stop condensing at the first iteration after this much process CPU time (same forms as "
+                        "--time-limit): a budget other work on the machine does not bend (run with OMP_NUM_THREADS=1)")
+    d.add_argument("--snapshots", metavar="FRACTIONS",
+                   help="comma-separated fractions of the budget (cpu limit, else time limit, else iterations), e.g. "
+                        "0.25,0.5: the container is saved there into OUT/snapshots/<percent>/, post-condensed and "
+                        "evaluated as the run is")
+    d.add_argument("--isolate-classes", action="store_true",
+                   help="per-class steps move only their class's rows, with per-class optimizer state (ours; no "
+                        "official code does this; default: one optimizer over whole tensors)")
+    d.add_argument("--evaluation-split", choices=["test", "validation"],
+                   help="validation: report accuracy on the held-out validation split instead of the test split "
+                        "(for choosing settings; default test)")
     d.add_argument("--out", help="run directory (default runs/<recipe>-<dataset>-ipc<N>-seed<S>, with -2, -3, ... "
                                  "rather than touching a finished run)")
     d.add_argument("--data-root", help="folder holding the dataset (default: none; digits needs none)")
@@ -251,7 +264,8 @@ def _distill(args) -> int:
         "optimizer": args.optimizer, "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
         "random_baseline_draws": args.random_baseline_draws, "preprocessing": args.preprocessing,
         "precision": args.precision, "time_limit": args.time_limit, "tensorboard": args.tensorboard,
-        "wandb": args.wandb,
+        "wandb": args.wandb, "cpu_limit": args.cpu_limit, "isolate_classes": True if args.isolate_classes else None, "evaluation_split": args.evaluation_split,
+        "snapshots": _fractions(args.snapshots) if args.snapshots else None,
         "architectures": tuple(args.architectures.split(",")) if args.architectures else None,
     }
     for key, pairs, flag in (("dataset_settings", args.dataset_set, "--dataset-set"),
@@ -279,12 +293,19 @@ def _distill(args) -> int:
     return 0
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CondensationError(f"--snapshots takes comma-separated fractions such as 0.25,0.5; got '{text}'") from None
+
+
 def format_results_table(rows: list[dict]) -> str:
     """The small table the README's main command prints."""
     header = f"{'method':<10} {'IPC':>4} {'stored floats':>14} {'images/class':>12} {'test accuracy %':>18} {'random real %':>16}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        accuracies = r.get("accuracy") or {}
+        accuracies = r.get("accuracy") or r.get("validation_accuracy") or {}
         first = next(iter(accuracies.values()), None)
         accuracy_text = (f"{first['mean']:.2f} (n=1)" if first["n"] == 1 else
                          f"{first['mean']:.2f} ± {first['std']:.2f}") if first else "not evaluated"
@@ -299,6 +320,16 @@ def format_results_table(rows: list[dict]) -> str:
         if r.get("stopped_by_time_limit"):
             lines.append(f"{r['recipe']}: stopped by the {r['time_limit_seconds']:g} s time limit after "
                          f"{r['iterations']} of {r['iterations_planned']} iterations")
+        if r.get("stopped_by_cpu_limit"):
+            lines.append(f"{r['recipe']}: stopped by the {r['cpu_limit_seconds']:g} s CPU limit after "
+                         f"{r['iterations']} of {r['iterations_planned']} iterations")
+        if r.get("evaluation_split") == "validation":
+            lines.append(f"{r['recipe']}: accuracy on the validation split, not the test split")
+        for snapshot in r.get("snapshots") or ():
+            shown = snapshot.get("accuracy") or snapshot.get("validation_accuracy") or {}
+            first = next(iter(shown.values()), None)
+            lines.append(f"{r['recipe']}: snapshot at {snapshot['fraction']:.0%} of the budget, "
+                         f"{snapshot['iterations']} iterations: " + (f"{first['mean']:.2f}%" if first else "not evaluated"))
     return "\n".join(lines)
 
 

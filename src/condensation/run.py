@@ -53,6 +53,7 @@ class RunConfig:
     objective_settings: dict = field(default_factory=dict)
     learning_rate: float | None = None
     optimizer: str | None = None  # "sgd" or "adam"; None: the recipe's (momentum and clip stay the recipe's)
+    isolate_classes: bool | None = None  # per-class optimizer state for per-class steps; None: the recipe's (false)
     preprocessing: str | None = None  # None: the recipe's ("normalize" or "zca")
     protocol: str | None = None
     protocol_settings: dict = field(default_factory=dict)
@@ -67,6 +68,9 @@ class RunConfig:
     progress: bool = True
     precision: str = "fp32"  # "bf16": no-gradient forwards (real features/gradients, test accuracy) in bfloat16
     time_limit: str | float | None = None  # condensation wall clock: seconds, or "90s", "20m", "1.5h"
+    cpu_limit: str | float | None = None  # condensation process CPU seconds (same forms): a budget contention cannot bend
+    snapshots: tuple[float, ...] = ()  # fractions of the budget at which OUT/snapshots/<percent>/ is saved and evaluated
+    evaluation_split: str = "test"  # "validation": accuracies on the held-out validation split (for choosing settings)
     allow_repeated_images: bool = False  # True: an IPC above a class's image count samples with replacement
     tensorboard: str | None = None  # a folder for TensorBoard event files: the loss per iteration, the accuracies
     wandb: str | None = None  # a Weights & Biases project for the same scalars (needs wandb installed)
@@ -126,6 +130,7 @@ class Plan:
     device: torch.device
     preprocessing: str = "normalize"
     time_limit_seconds: float | None = None
+    cpu_limit_seconds: float | None = None
     post_condense_settings: dict = field(default_factory=dict)  # the recipe's, then the run config's
     settings: dict = field(default_factory=dict)  # every resolved value with its source (results.json)
 
@@ -165,7 +170,9 @@ def plan_run(config: RunConfig) -> Plan:
     if config.optimizer is not None and config.optimizer not in ("sgd", "adam"):
         raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of: sgd, adam")
     optimizer = dataclasses.replace(recipe.optimizer, learning_rate=learning_rate,
-                                    name=config.optimizer or recipe.optimizer.name)
+                                    name=config.optimizer or recipe.optimizer.name,
+                                    isolate_classes=(recipe.optimizer.isolate_classes if config.isolate_classes is None
+                                                     else config.isolate_classes))
     protocol_name = config.protocol or recipe.protocol
     protocol_settings = {**(recipe.protocol_settings if protocol_name == recipe.protocol else {}),
                          **config.protocol_settings}
@@ -198,10 +205,18 @@ def plan_run(config: RunConfig) -> Plan:
     Preprocessing(preprocessing)  # validates the name
     check_precision(config.precision)
     time_limit = None if config.time_limit is None else parse_duration(config.time_limit)
+    cpu_limit = None if config.cpu_limit is None else parse_duration(config.cpu_limit, "cpu_limit")
+    if config.evaluation_split not in EVALUATION_SPLITS:
+        raise ConfigError(f"evaluation_split must be one of {', '.join(EVALUATION_SPLITS)}, got '{config.evaluation_split}'")
+    snapshots = tuple(config.snapshots)
+    if any(not isinstance(f, (int, float)) or not 0 < f < 1 for f in snapshots) or len(set(snapshots)) != len(snapshots):
+        raise ConfigError(f"snapshots must be distinct fractions strictly between 0 and 1 (e.g. 0.25, 0.5), got {list(snapshots)}")
+    if snapshots and recipe.selection:
+        raise ConfigError(f"recipe '{recipe.name}' selects real images without condensing; it has no snapshots")
     post_condense_settings = {**recipe.post_condense_settings, **config.post_condense_settings}
     plan = Plan(config, recipe, container_name, container_settings, objective_name, objective_settings,
                 optimizer, iterations, protocol, architectures, resolve_device(config.device), preprocessing,
-                time_limit, post_condense_settings)
+                time_limit, cpu_limit, post_condense_settings)
     plan.settings = _resolved_settings(plan)
     return plan
 
@@ -233,17 +248,17 @@ def _resolved_settings(plan: Plan) -> dict:
     return resolved
 
 
-def parse_duration(value: str | float | int) -> float:
-    """Seconds from 3600, "3600", "90s", "20m", "1.5h" (positive and finite)."""
+def parse_duration(value: str | float | int, name: str = "time_limit") -> float:
+    """Seconds from 3600, "3600", "90s", "20m", "1.5h" (positive and finite); ``name`` is the field errors name."""
     text = str(value).strip().lower()
     scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None) if text else None
     number = text[:-1] if scale is not None else text
     try:
         seconds = float(number) * (scale or 1.0)
     except ValueError:
-        raise ConfigError(f"time_limit must be seconds or a duration such as 90s, 20m, 1.5h; got '{value}'") from None
+        raise ConfigError(f"{name} must be seconds or a duration such as 90s, 20m, 1.5h; got '{value}'") from None
     if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigError(f"time_limit must be positive and finite, got '{value}'")
+        raise ConfigError(f"{name} must be positive and finite, got '{value}'")
     return seconds
 
 
@@ -252,7 +267,7 @@ def fingerprint(config: RunConfig) -> str:
     values = dataclasses.asdict(config)
     # a resumed run may take another time limit: the limit decides where a run stops, not what it computes
     for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device", "time_limit",
-                "tensorboard", "wandb"):
+                "cpu_limit", "snapshots", "evaluation_split", "tensorboard", "wandb"):
         values.pop(key)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -389,14 +404,7 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
         real = RealPool(dataset.train, dataset.spec.num_classes, container.preprocessing, device)
         if plan.recipe.post_condense is not None:
             started = time.perf_counter()
-            step_config = dataclasses.replace(config, protocol=plan.protocol.name,
-                                              protocol_settings={k: v for k, v in plan.protocol.settings().items()
-                                                                 if k != "name"},
-                                              post_condense_settings=plan.post_condense_settings)
-            with phase(f"post-condensation step '{plan.recipe.post_condense}'", config.progress):
-                container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, step_config, generator,
-                                                                         device)
-            container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
+            container = _post_condense(container, dataset, config, plan, generator, device)
             record["seconds"] += time.perf_counter() - started
         container.check_finite()
         metadata = _run_metadata(config, plan, record, run_fingerprint)
@@ -408,8 +416,10 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
         "container_settings": container.construction()["config"], "objective_settings": plan.objective_settings,
         "dataset": config.dataset, "ipc": config.ipc, "seed": config.seed, "iterations": metadata["iterations"],
         "iterations_planned": plan.iterations, "time_limit_seconds": plan.time_limit_seconds,
-        "stopped_by_time_limit": metadata["stopped_by_time_limit"], "precision": config.precision,
-        "protocol": plan.protocol.settings(),
+        "stopped_by_time_limit": metadata["stopped_by_time_limit"], "cpu_limit_seconds": plan.cpu_limit_seconds,
+        "stopped_by_cpu_limit": metadata.get("stopped_by_cpu_limit", False),
+        "condense_cpu_seconds": metadata.get("condense_cpu_seconds"), "precision": config.precision,
+        "protocol": plan.protocol.settings(), "evaluation_split": config.evaluation_split,
         "recipe_settings": plan.settings, "recipe_settings_from": list(plan.recipe.settings_from or ()),
         "recipe_fallback": plan.recipe.fallback,
         "stored_floats": container.stored_floats(), "stored_bytes": container.stored_bytes(),
@@ -424,18 +434,18 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
         if config.progress:
             print(f"condense: evaluating under protocol '{plan.protocol.name}': {plan.protocol.networks} network(s) "
                   f"per architecture ({', '.join(plan.architectures)})", file=sys.stderr, flush=True)
-        accuracy = evaluate_container(container, dataset.test, plan.protocol, config.seed, plan.architectures,
-                                      device, objective_values.get("learned_learning_rate"), config.progress,
-                                      precision=config.precision)
-        results["accuracy"] = {k: dataclasses.asdict(v) for k, v in accuracy.items()}
-        for architecture, summary in accuracy.items() if log is not None else ():
-            log.add_scalar(f"accuracy/{architecture}", summary.mean, metadata["iterations"])
+        accuracy = _evaluate(container, dataset, config, plan, device, objective_values.get("learned_learning_rate"))
+        results.update(accuracy)
+        for architecture, summary in next(iter(accuracy.values())).items() if log is not None else ():
+            log.add_scalar(f"accuracy/{architecture}", summary["mean"], metadata["iterations"])
         if config.random_baseline:
             with phase(f"random real images at IPC {config.ipc}: {config.random_baseline_draws} draw(s), one network "
                        "each", config.progress):
                 results["random_baseline"] = random_baseline(dataset, real, container.preprocessing, config, plan,
                                                              device)
         results["wall_clock_seconds"]["evaluate"] = round(time.perf_counter() - started, 2)
+    if config.snapshots:
+        results["snapshots"] = _finish_snapshots(out, config, plan, dataset, device)
     results.update(peak_memory_bytes=peak_memory_bytes(device), device=str(device), torch_version=torch.__version__,
                    library_version=__version__, python_version=platform.python_version())
     if writer:
@@ -443,6 +453,75 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
         for leftover in ("checkpoint.pt", POST_CONDENSE_STATE):  # kept until now: a kill above resumes, not redoes
             (out / leftover).unlink(missing_ok=True)
     return results
+
+
+EVALUATION_SPLITS = ("test", "validation")
+# networks that measure validation accuracy draw other seeds than the test networks of the same run, so that a
+# setting chosen on validation is then tested by networks its choice did not see
+VALIDATION_NETWORK_SEED_OFFSET = 1_000_003
+
+
+def _evaluate(container, dataset, config: RunConfig, plan: Plan, device, learned_learning_rate=None) -> dict:
+    """{"accuracy": {arch: summary}} on the test split, or {"validation_accuracy": ...} on the validation split."""
+    if config.evaluation_split == "validation":
+        if len(dataset.validation) == 0:
+            raise ConfigError("evaluation_split 'validation' needs a validation split: set validation_fraction > 0")
+        split, seed, key = dataset.validation, config.seed + VALIDATION_NETWORK_SEED_OFFSET, "validation_accuracy"
+    else:
+        split, seed, key = dataset.test, config.seed, "accuracy"
+    accuracy = evaluate_container(container, split, plan.protocol, seed, plan.architectures, device,
+                                  learned_learning_rate, config.progress, precision=config.precision)
+    return {key: {k: dataclasses.asdict(v) for k, v in accuracy.items()}}
+
+
+def _post_condense(container, dataset, config: RunConfig, plan: Plan, generator: torch.Generator, device):
+    """The recipe's post-condensation step (HMN's pruning), under the run's protocol; back within B after it."""
+    step_config = dataclasses.replace(config, protocol=plan.protocol.name,
+                                      protocol_settings={k: v for k, v in plan.protocol.settings().items()
+                                                         if k != "name"},
+                                      post_condense_settings=plan.post_condense_settings)
+    with phase(f"post-condensation step '{plan.recipe.post_condense}'", config.progress):
+        container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, step_config, generator, device)
+    container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
+    return container
+
+
+def snapshot_name(fraction: float) -> str:
+    """OUT/snapshots/<name>: the percentage of the budget, e.g. 0.25 -> "25", 0.125 -> "12.5"."""
+    return f"{fraction * 100:g}"
+
+
+def _finish_snapshots(out: Path, config: RunConfig, plan: Plan, dataset, device) -> list[dict]:
+    """Post-condense (where the recipe does) and evaluate each snapshot the loop saved, as the run itself is;
+    each finished snapshot keeps its results.json, so a killed run redoes none. Returns one row per snapshot
+    taken, by fraction (a run that ended before a fraction of its budget has no snapshot there)."""
+    rows = []
+    for fraction in sorted(config.snapshots):
+        name = snapshot_name(fraction)
+        final, raw = out / "snapshots" / name, out / "snapshots" / f"{name}-raw"
+        if (final / "results.json").exists():
+            rows.append(json.loads((final / "results.json").read_text()))
+            continue
+        if not is_artifact(raw) and not is_artifact(final):
+            continue  # the run stopped before this fraction of its budget
+        artifact = load_artifact(final if is_artifact(final) else raw, device)
+        container, metadata = artifact.container, artifact.metadata
+        if plan.recipe.post_condense is not None and not is_artifact(final):
+            generator = torch.Generator().manual_seed(config.seed * 1000 + int(fraction * 1000))
+            container = _post_condense(container, dataset, config, plan, generator, device)
+            if distributed.is_writer():
+                save_artifact(final, container, {**metadata, "stage": "snapshot"})
+        with phase(f"evaluating the snapshot at {name}% of the budget", config.progress):
+            accuracy = _evaluate(container, dataset, config, plan, device,
+                                 metadata["objective_values"].get("learned_learning_rate"))
+        row = {"fraction": fraction, "iterations": metadata["iterations"],
+               "condense_cpu_seconds": metadata.get("condense_cpu_seconds"),
+               "stored_floats": container.stored_floats(),
+               "evaluation_split": config.evaluation_split, **accuracy}
+        if distributed.is_writer():
+            atomic_write_json(final / "results.json", row)
+        rows.append(row)
+    return rows
 
 
 def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective, generator, resume: bool,
@@ -470,14 +549,28 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
             print("condense: note: --iterations 0: the container is evaluated as initialized", file=sys.stderr)
         with phase(f"initializing the {plan.container_name} container", config.progress):
             container.initialize(real, generator)
+
+        def save_snapshot(fraction: float, iterations: int, cpu_seconds: float) -> None:
+            # saved as condensed; the post-condensation step and the evaluation run after the loop
+            name = snapshot_name(fraction) + ("-raw" if plan.recipe.post_condense is not None else "")
+            if distributed.is_writer():
+                save_artifact(out / "snapshots" / name, container, {
+                    **_run_metadata(config, plan, {**record, "iterations": iterations, "condense_cpu_seconds": cpu_seconds,
+                                                   "objective_values": {k: float(v) for k, v in
+                                                                        objective.artifact_tensors().items()}},
+                                    run_fingerprint), "stage": "snapshot before post-condensation"})
+
         result = condense(
             container, objective, real, plan.optimizer, LoopConfig(plan.iterations, config.checkpoint_every),
             generator, checkpoint_path=out / "checkpoint.pt", resume=resume, fingerprint=run_fingerprint,
             metrics_path=out / "metrics.jsonl", progress=config.progress, time_limit=plan.time_limit_seconds,
             on_iteration=None if log is None else (lambda iteration, loss: log.add_scalar("condense/loss", loss, iteration)),
+            cpu_limit=plan.cpu_limit_seconds, snapshot_fractions=tuple(config.snapshots),
+            on_snapshot=save_snapshot if config.snapshots else None,
         )
         record.update(iterations=result.iterations, stopped_by_time_limit=result.stopped_by_time_limit,
-                      losses=result.losses, seconds=result.seconds,
+                      losses=result.losses, seconds=result.seconds, condense_cpu_seconds=result.cpu_seconds,
+                      stopped_by_cpu_limit=result.stopped_by_cpu_limit,
                       objective_values={k: float(v) for k, v in objective.artifact_tensors().items()})
     if plan.recipe.post_condense is not None and container.over_budget_ratio > 1 and distributed.is_writer():
         # kept so that pruning can be redone (other beta) without condensing, and resumed after a kill
@@ -485,7 +578,8 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
             **_run_metadata(config, plan, record, run_fingerprint), "stage": "before post-condensation"})
         atomic_write_json(out / POST_CONDENSE_STATE, {
             "fingerprint": run_fingerprint, "generator_state": generator.get_state().tolist(),
-            **{k: record[k] for k in ("iterations", "stopped_by_time_limit", "losses", "seconds", "objective_values")}})
+            **{k: record[k] for k in ("iterations", "stopped_by_time_limit", "losses", "seconds", "objective_values",
+                                      "condense_cpu_seconds", "stopped_by_cpu_limit") if k in record}})
     return container, record
 
 
@@ -553,6 +647,8 @@ def _run_metadata(config: RunConfig, plan: Plan, record: dict, run_fingerprint: 
         "optimizer": dataclasses.asdict(plan.optimizer), "iterations": record["iterations"],
         "iterations_planned": plan.iterations, "stopped_by_time_limit": record["stopped_by_time_limit"],
         "distill_seconds": record["seconds"], "precision": config.precision,
+        "condense_cpu_seconds": record.get("condense_cpu_seconds"),
+        "stopped_by_cpu_limit": record.get("stopped_by_cpu_limit", False),
         "objective_values": record["objective_values"], "final_loss": losses[-1] if losses else None,
     }
 

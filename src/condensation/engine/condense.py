@@ -29,8 +29,8 @@ class OptimizerConfig:
     # True: when an objective steps one class group at a time, a class's own parameters (its rows of
     # Container.per_class_parameters) move only in its step, with the momentum/Adam moments and step count it
     # would have alone. False: one optimizer over whole tensors, as IDC's and M3D's code, where the momentum
-    # of every class's rows moves them at every class's step.
-    isolate_classes: bool = True
+    # of every class's rows moves them at every class's step (what every official code does; the default).
+    isolate_classes: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,8 @@ class CondenseResult:
     losses: list[float]
     seconds: float  # condensation seconds, including those before a resume
     stopped_by_time_limit: bool = False
+    cpu_seconds: float = 0.0  # process CPU seconds of the loop (snapshots excluded), including those before a resume
+    stopped_by_cpu_limit: bool = False
 
 
 def condense(
@@ -148,20 +150,34 @@ def condense(
     progress: bool = True,
     on_iteration: Callable[[int, float], None] | None = None,
     time_limit: float | None = None,
+    cpu_limit: float | None = None,
+    snapshot_fractions: tuple[float, ...] = (),
+    on_snapshot: Callable[[float, int, float], None] | None = None,
 ) -> CondenseResult:
     """Run ``loop.iterations`` outer iterations. With ``resume``, continue from ``checkpoint_path``
     (whose fingerprint must match) and finish exactly as an uninterrupted run with the same seed.
 
     ``time_limit`` (seconds of condensation, counting those before a resume): stop at the first iteration
-    boundary at or after it, as if that iteration were the last (equal-compute comparisons)."""
+    boundary at or after it, as if that iteration were the last (equal-compute comparisons). ``cpu_limit``:
+    the same in process CPU seconds (``time.process_time``: every thread of this process, nothing of any other),
+    a budget that other work on the machine does not bend when runs are single-threaded.
+
+    ``on_snapshot(fraction, iterations_done, cpu_seconds)`` is called at the first iteration boundary at or after
+    each of ``snapshot_fractions`` (in (0, 1)) of the budget: of ``cpu_limit`` if set, else of ``time_limit``,
+    else of ``loop.iterations``. The callback's own CPU and wall time are not counted against the budget; the
+    fractions already taken are kept in the checkpoint, so a resumed run takes each once."""
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"time_limit must be a positive number of seconds, got {time_limit}")
+    if cpu_limit is not None and not cpu_limit > 0:
+        raise ConfigError(f"cpu_limit must be a positive number of seconds, got {cpu_limit}")
+    if any(not 0 < f < 1 for f in snapshot_fractions):
+        raise ConfigError(f"snapshot fractions must lie strictly between 0 and 1, got {list(snapshot_fractions)}")
     groups = container.parameter_groups(optimizer_config.learning_rate) + objective.extra_parameter_groups()
     optimizer = (ContainerOptimizer(optimizer_config, groups, container.per_class_parameters(), container.num_classes)
                  if loop.iterations > 0 else None)
     check_can_shard(objective, container)
     trainable = [p for group in groups for p in group["params"] if p.requires_grad]
-    start, losses, seconds_before = 0, [], 0.0
+    start, losses, seconds_before, cpu_before, taken = 0, [], 0.0, 0.0, []
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path)
         if state.get("fingerprint") != fingerprint:
@@ -177,13 +193,23 @@ def condense(
         generator.set_state(state["generator"])
         start, losses = state["iteration"], state["losses"]
         seconds_before = state.get("seconds", 0.0)
+        cpu_before, taken = state.get("cpu_seconds", 0.0), list(state.get("snapshots_taken", []))
 
     writer = is_writer()  # rank 0 alone writes the checkpoint and metrics and shows progress
     bar = _progress_bar(loop.iterations, start, progress and writer)
-    started = time.perf_counter()
-    elapsed = lambda: seconds_before + time.perf_counter() - started  # noqa: E731
+    started, cpu_started = time.perf_counter(), time.process_time()
+    excluded = [0.0, 0.0]  # wall, CPU seconds spent in on_snapshot: not condensation
+    elapsed = lambda: seconds_before + time.perf_counter() - started - excluded[0]  # noqa: E731
+    cpu_used = lambda: cpu_before + time.process_time() - cpu_started - excluded[1]  # noqa: E731
+
+    def budget_spent(done: int) -> float:  # fraction of the run's budget used after `done` iterations
+        if cpu_limit is not None:
+            return cpu_used() / cpu_limit
+        if time_limit is not None:
+            return elapsed() / time_limit
+        return done / max(loop.iterations, 1)
     metrics = _open_metrics(metrics_path, start) if metrics_path and writer else None
-    done, stopped = start, False
+    done, stopped, stopped_by_cpu = start, False, False
     interrupt = _InterruptFlag()
     # a run whose stored values grow 10^4 times past where they started has diverged even while its loss
     # stays finite (DM with --lr 1e9 saturates its features at a finite loss)
@@ -192,6 +218,7 @@ def condense(
     def save(iteration_count: int) -> None:
         save_checkpoint(checkpoint_path, {
             "fingerprint": fingerprint, "iteration": iteration_count, "losses": losses, "seconds": elapsed(),
+            "cpu_seconds": cpu_used(), "snapshots_taken": taken,
             "container": container.state_dict(), "container_training": container.training_state(),
             "optimizer": optimizer.state_dict(),
             "objective": objective.state_dict(), "generator": generator.get_state(),
@@ -241,11 +268,22 @@ def condense(
             if on_iteration is not None:
                 on_iteration(iteration, total)
             done = iteration + 1
-            stopped, interrupted = any_rank(time_limit is not None and done < loop.iterations and elapsed() >= time_limit,
-                                            interrupt.raised)
+            if on_snapshot is not None and done < loop.iterations:
+                spent = budget_spent(done)
+                for fraction in sorted(f for f in snapshot_fractions if f not in taken and spent >= f):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    on_snapshot(fraction, done, cpu_used())
+                    taken.append(fraction)
+                    excluded[0] += time.perf_counter() - wall
+                    excluded[1] += time.process_time() - cpu
+            over_time = time_limit is not None and done < loop.iterations and elapsed() >= time_limit
+            over_cpu = cpu_limit is not None and done < loop.iterations and cpu_used() >= cpu_limit
+            stopped, by_cpu, interrupted = any_rank(over_time or over_cpu, over_cpu, interrupt.raised)
             if stopped:
+                stopped_by_cpu = by_cpu
                 if bar is not None:
-                    bar.write(f"time limit of {time_limit:g} s reached after {done} of {loop.iterations} iterations")
+                    limit = f"CPU limit of {cpu_limit:g} s" if by_cpu else f"time limit of {time_limit:g} s"
+                    bar.write(f"{limit} reached after {done} of {loop.iterations} iterations")
                 if metrics is not None and iteration % loop.log_every != 0:
                     metrics.write(json.dumps({"iteration": iteration, "loss": total}) + "\n")
                 break
@@ -265,7 +303,7 @@ def condense(
             bar.close()
         if metrics is not None:
             metrics.close()
-    return CondenseResult(done, losses, elapsed(), stopped)
+    return CondenseResult(done, losses, elapsed(), stopped and not stopped_by_cpu, cpu_used(), stopped_by_cpu)
 
 
 class _InterruptFlag:
