@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from condensation.continual import first_architecture, load_continual, plot_continual
+from study_report import paired_interval
 
 SUMMARIES = Path(__file__).resolve().parent / "results" / "continual"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -57,10 +58,6 @@ def seed_rows(row: str) -> list[str]:
     return [row, *(path.name for path in others)]
 
 
-# two-sided 95% quantiles of Student's t, by degrees of freedom (seeds - 1)
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def seeds_table(rows: list[str]) -> str:
     """One line per row saved for two or more seeds: the accuracy after each task as the mean ± std over seeds of
     each seed's mean over its networks, each seed's final accuracy, and the final accuracy's difference from the
@@ -83,9 +80,8 @@ def seeds_table(rows: list[str]) -> str:
         paired = [final[seed] - reference[1][seed] for seed in final if seed in reference[1]]
         difference = "–"
         if row != reference[0] and len(paired) >= 2:
-            half = T_975.get(len(paired) - 1, 1.96) * statistics.stdev(paired) / len(paired) ** 0.5
-            mean = statistics.mean(paired)
-            difference = f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (n={len(paired)})"
+            mean, low, high = paired_interval(paired)  # Student's t from scipy (any number of seeds)
+            difference = f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] (n={len(paired)})"
         lines.append(f"| `{row}` | {group[0]['label']} | {len(group)} | " + " | ".join(after) +
                      f" | {shown} | {difference} |")
     return "\n".join(lines) if lines else "no row is saved for two or more seeds"

@@ -276,6 +276,23 @@ def write_summary(study: dict, job: Job, runs: Path, results: Path, job_cpu: flo
 
 
 # ------------------------------------------------------------------------------------------------ the queue
+def locked_elsewhere(directory: Path) -> bool:
+    """True while another process holds the run directory's lock (a run an earlier runner started and that is
+    still going): this runner waits for it, then resumes it (a finished run only gets its summary)."""
+    import fcntl
+
+    lock = directory / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
+
+
 def single_threaded_env() -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -341,7 +358,8 @@ def run_queue(study: dict, runs: Path, results: Path, jobs_at_once: int, only: s
                           flush=True)
         busy = {item.job.key for item in running}
         ready = [job for job in jobs if not done(job.key) and job.key not in busy and job.key not in failed
-                 and all(done(need) for need in job.needs)]
+                 and all(done(need) for need in job.needs)
+                 and not (job.kind in ("sweep", "seed") and locked_elsewhere(run_dir(runs, job)))]
         if start_until is not None and time.time() > start_until:
             ready = []
         while ready and len(running) < jobs_at_once:
@@ -349,7 +367,9 @@ def run_queue(study: dict, runs: Path, results: Path, jobs_at_once: int, only: s
             commands = job_commands(study, job, runs, results)
             print(f"study: starting {job.key}", flush=True)
             running.append(Running(job, commands, runs / "logs" / f"{job.key}.log"))
-        if not running:
+        elsewhere = [job for job in jobs if not done(job.key) and job.kind in ("sweep", "seed")
+                     and locked_elsewhere(run_dir(runs, job))]
+        if not running and not elsewhere:
             left = [job.key for job in jobs if not done(job.key)]
             if start_until is not None and time.time() > start_until and left:
                 print(f"study: past --start-until; {len(left)} job(s) left for the next invocation", flush=True)

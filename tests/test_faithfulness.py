@@ -12,6 +12,7 @@ from condensation.engine.train import make_evaluation_augment
 from condensation.evaluation import get_protocol
 from condensation.objectives import create_objective
 from condensation.recipes import get_recipe
+from condensation.errors import ConfigError
 from condensation.run import RunConfig, plan_run
 
 DIGITS = DataSpec(1, 8, 8, 3, ("0", "1", "2"), flip_allowed=False)  # a digit dataset: IDC and DSA drop flips
@@ -266,3 +267,117 @@ def test_every_container_reports_where_its_floats_go():
     hmn = create_container("hmn", spec, 4, preprocessing)
     assert set(hmn.floats_per_part()) == {"dataset memory", "class extractors", "class memories", "instance memories",
                                           "decoder"}
+
+
+# issue 22 item 1 -----------------------------------------------------------------------------------------------
+def test_the_haba_recipe_takes_the_official_sizing_and_every_result_states_the_ratio(tmp_path, capsys):
+    """Before: the recipe sized strictly (2 hallucinators, one 1-channel basis per class at CIFAR-10 IPC 1), and
+    a paper-sized run needed budget_ratio in a config file. Now the recipe is the scripts' 5 hallucinators x IPC
+    full bases, and a run allows the declared ratio and states it (results.json, the printed table)."""
+    from condensation.cli import format_results_table, main
+    from condensation.recipes import get_recipe
+    from condensation.run import distill
+
+    assert get_recipe("haba", "cifar10", 1).container_settings["budget_mode"] == "paper"
+    assert main(["show-recipe", "haba", "--dataset", "cifar10", "--ipc", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "58,560 floats = 1.91x B (B = 30,720 for IPC 1; bases 30,720, hallucinators 27,840)" in shown
+    assert "1.91x B, as the paper: 5 hallucinators and 1 basis(es) of 3x32x32 per class" in shown
+    results = distill(RunConfig(recipe="dm", container="factorization", dataset="digits", ipc=1, iterations=1,
+                                container_settings={"adversarial": False, "budget_mode": "paper"}, protocol="smoke",
+                                out=str(tmp_path / "run"), progress=False, evaluate=False))
+    # digits 8 x 8: 5 x (9 + 1 + 2 x 36 + 9 + 1) = 460 hallucinator floats beside 640 of bases
+    assert results["stored_floats"] == 640 + 460 and results["budget_ratio"] == pytest.approx(1100 / 640)
+    assert results["budget_statement"].startswith("1.72x B, as the paper")
+    assert "stores 1.72x B, as the paper" in format_results_table([results])
+    strict = distill(RunConfig(recipe="dm", container="factorization", dataset="digits", ipc=1, iterations=1,
+                               container_settings={"adversarial": False}, protocol="smoke",
+                               out=str(tmp_path / "strict"), progress=False, evaluate=False))
+    assert strict["budget_statement"] is None and strict["stored_floats"] <= 640
+
+
+# issue 22 item 2 -----------------------------------------------------------------------------------------------
+def test_paper_reporting_gives_the_best_of_the_papers_evaluation_points_beside_the_final_set(tmp_path):
+    """Before: only the final set was evaluated. Now --report paper evaluates at the paper's points (MTT: every
+    100 iterations from 0, the last included) and reports their maximum, labelled as selected on the test set,
+    with the final set's accuracy beside it."""
+    from condensation.cli import format_results_table
+    from condensation.data import load_dataset
+    from condensation.engine.experts import ExpertConfig, train_experts
+    from condensation.run import _paper_evaluates_at, distill
+
+    experts = tmp_path / "experts"
+    train_experts(load_dataset("digits"), ExpertConfig(network_settings={"width": 32}, experts=1, epochs=2,
+                                                       batch_size=64, preprocessing="normalize", real_images=300),
+                  experts, torch.Generator().manual_seed(0), progress=False)
+    config = RunConfig(recipe="mtt", dataset="digits", ipc=1, iterations=101, preprocessing="normalize",
+                       objective_settings={"experts": str(experts), "syn_steps": 2, "expert_epochs": 1,
+                                           "max_start_epoch": 1},
+                       protocol="smoke", out=str(tmp_path / "run"), progress=False, report="paper")
+    results = distill(config)
+    paper = results["paper_report"]
+    assert [row["iteration"] for row in paper["evaluations"]] == [0, 100, 101]  # 101: the final set
+    final = results["accuracy"]["convnet"]["mean"]
+    assert paper["evaluations"][-1]["mean"] == pytest.approx(final, abs=1e-4)
+    assert paper["mean"] == pytest.approx(max(row["mean"] for row in paper["evaluations"]), abs=1e-4)
+    assert "test set" in paper["selected_on"] and "distill.py" in paper["source"]
+    assert "SELECTED ON THE TEST SET" in format_results_table([results])
+    # HaBa: every 100 iterations within the last 10% only
+    haba = {"every": 100, "window": 0.1}
+    assert [i for i in range(0, 1001) if _paper_evaluates_at(haba, i, i / 1000)] == [900, 1000]
+    with pytest.raises(ConfigError, match="reports its final set"):
+        distill(RunConfig(recipe="dm", dataset="digits", report="paper", out=str(tmp_path / "dm")))
+
+
+# issue 22 item 5 -----------------------------------------------------------------------------------------------
+def test_habas_adversary_flips_its_views_on_digit_datasets_as_distill_fac_does():
+    """Before: the adversary's DSA dropped flips where the dataset forbids them (digits). distill_fac.py augments
+    its views with args.dsa_strategy, flips included, on every dataset; "dataset" is the named alternative."""
+    from condensation.containers.factorization import Adversary, FactorizationConfig
+
+    assert not DIGITS.flip_allowed
+    official = Adversary(DIGITS, FactorizationConfig(), torch.Generator().manual_seed(0), "cpu")
+    assert "flip" in official.augment.operations
+    per_dataset = Adversary(DIGITS, FactorizationConfig(adversary_flip_rule="dataset"), torch.Generator().manual_seed(0), "cpu")
+    assert "flip" not in per_dataset.augment.operations
+
+
+def test_idcs_mosaic_start_shrinks_real_images_by_nearest_neighbour_as_condense_py_does():
+    """Before: bilinear with antialiasing. IDC condense.py L80: F.interpolate(img, size) with no mode: nearest."""
+    import torch.nn.functional as F
+
+    from condensation.containers import create_container
+    from tests.conftest import tiny_real
+
+    spec = DataSpec(1, 8, 8, 3, ("0", "1", "2"))
+    real, preprocessing = tiny_real(spec)
+    container = create_container("multi_formation", spec, 1, preprocessing, factor=2)
+    container.initialize(real, torch.Generator().manual_seed(3))
+    chosen = real.sample_raw(0, 4, torch.Generator().manual_seed(3), replace_if_short=True)
+    tiles = F.interpolate(chosen, size=(4, 4), mode="nearest")  # (4, 1, 4, 4): every other pixel
+    torch.testing.assert_close(tiles, chosen[:, :, ::2, ::2])
+    stored = container.pixels[0]  # (1, 8, 8): the four tiles in a 2 x 2 mosaic
+    torch.testing.assert_close(stored[:, :4, :4], tiles[0].clamp(0, 1))
+    torch.testing.assert_close(stored[:, 4:, 4:], tiles[3].clamp(0, 1))
+
+
+def test_idc_clamps_its_pixels_once_per_100_engine_iterations_and_a_resume_keeps_the_count():
+    """Before: after every engine iteration. IDC condense.py L521 clamps once per outer iteration of 100 passes."""
+    from condensation.containers import create_container
+    from tests.conftest import tiny_real
+
+    assert get_recipe("idc", "fashion_mnist", 1).container_settings["clamp_every"] == 100
+    spec = DataSpec(1, 8, 8, 3, ("0", "1", "2"))
+    real, preprocessing = tiny_real(spec)
+    container = create_container("multi_formation", spec, 1, preprocessing, clamp_every=3)
+    with torch.no_grad():
+        container.pixels.fill_(1.5)
+    container.after_iteration()
+    container.after_iteration()
+    assert float(container.pixels.detach().max()) == 1.5  # not yet
+    resumed = create_container("multi_formation", spec, 1, preprocessing, clamp_every=3)
+    resumed.load_state_dict(container.state_dict())
+    resumed.load_training_state(container.training_state())
+    for box in (container, resumed):
+        box.after_iteration()
+        assert float(box.pixels.detach().max()) == 1.0  # the third iteration clamps, resumed or not

@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated fractions of the budget (cpu limit, else time limit, else iterations), e.g. "
                         "0.25,0.5: the container is saved there into OUT/snapshots/<percent>/, post-condensed and "
                         "evaluated as the run is")
+    d.add_argument("--report", choices=["final", "paper"],
+                   help="paper: also evaluate during condensation at the paper's points and report its statistic "
+                        "(MTT: best of every 100 iterations; HaBa: best in the last 10%%), labelled as selected on "
+                        "the test set; the final set's accuracy is reported beside it (default final)")
     d.add_argument("--isolate-classes", action="store_true",
                    help="per-class steps move only their class's rows, with per-class optimizer state (ours; no "
                         "official code does this; default: one optimizer over whole tensors)")
@@ -264,7 +268,7 @@ def _distill(args) -> int:
         "optimizer": args.optimizer, "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
         "random_baseline_draws": args.random_baseline_draws, "preprocessing": args.preprocessing,
         "precision": args.precision, "time_limit": args.time_limit, "tensorboard": args.tensorboard,
-        "wandb": args.wandb, "cpu_limit": args.cpu_limit, "isolate_classes": True if args.isolate_classes else None, "evaluation_split": args.evaluation_split,
+        "wandb": args.wandb, "cpu_limit": args.cpu_limit, "report": args.report, "isolate_classes": True if args.isolate_classes else None, "evaluation_split": args.evaluation_split,
         "snapshots": _fractions(args.snapshots) if args.snapshots else None,
         "architectures": tuple(args.architectures.split(",")) if args.architectures else None,
     }
@@ -323,6 +327,14 @@ def format_results_table(rows: list[dict]) -> str:
         if r.get("stopped_by_cpu_limit"):
             lines.append(f"{r['recipe']}: stopped by the {r['cpu_limit_seconds']:g} s CPU limit after "
                          f"{r['iterations']} of {r['iterations_planned']} iterations")
+        if r.get("paper_report"):
+            paper = r["paper_report"]
+            lines.append(f"{r['recipe']}: the paper's statistic, {paper['statistic']}, SELECTED ON THE TEST SET: "
+                         f"{paper['mean']:.2f} ± {paper['std']:.2f} at iteration {paper['iteration']} "
+                         f"(of {len(paper['evaluations'])} evaluations); the final set, not selected: "
+                         + "; ".join(f"{a['mean']:.2f} ± {a['std']:.2f}" for a in r["accuracy"].values()))
+        if r.get("budget_statement"):
+            lines.append(f"{r['recipe']}: stores {r['budget_statement']}")
         if r.get("evaluation_split") == "validation":
             lines.append(f"{r['recipe']}: accuracy on the validation split, not the test split")
         for snapshot in r.get("snapshots") or ():
@@ -435,8 +447,28 @@ def _show_recipe(args) -> int:
         DATASETS.get(args.dataset)
     elif args.ipc:
         raise CondensationError("show-recipe --ipc needs --dataset")
-    print(describe_recipe(get_recipe(args.recipe, args.dataset, args.ipc or 1 if args.dataset else None)))
+    recipe = get_recipe(args.recipe, args.dataset, args.ipc or 1 if args.dataset else None)
+    print(describe_recipe(recipe))
+    if args.dataset:
+        print(_storage_line(recipe, args.dataset, args.ipc or 1))
     return 0
+
+
+def _storage_line(recipe, dataset: str, ipc: int) -> str:
+    """What the recipe's container stores at this dataset's shape and IPC, against B."""
+    from .containers import create_container
+    from .data import Preprocessing
+    from .data.datasets import published_spec
+
+    spec = published_spec(dataset)
+    if spec is None:
+        return "  storage: depends on the images (no fixed shape for this dataset)"
+    container = create_container(recipe.container, spec, ipc, Preprocessing("normalize"), **recipe.container_settings)
+    stored, budget = container.stored_floats(), container.budget_floats
+    parts = ", ".join(f"{name} {count:,}" for name, count in container.floats_per_part().items())
+    line = (f"  storage: {stored:,} floats = {stored / budget:.2f}x B (B = {budget:,} for IPC {ipc}; {parts})")
+    statement = container.budget_statement()
+    return line + (f"\n  budget: {statement}" if statement else "")
 
 
 def _export(args) -> int:
@@ -474,6 +506,8 @@ def markdown_table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         accuracy = "; ".join(f"{name}: {a['mean']:.2f} ± {a['std']:.2f} (n={a['n']})" for name, a in r["accuracy"].items()) or "-"
+        if r.get("paper_report"):
+            accuracy += f"; paper statistic {r['paper_report']['mean']:.2f} (selected on the test set)"
         baseline = r.get("random_baseline")
         baseline_text = f"{baseline['mean']:.2f} ± {baseline['std']:.2f} ({len(baseline['draws'])})" if baseline else "-"
         lines.append(f"| {r['recipe']} | {r['dataset']} | {r['seed']} | {r['container']} | {r['objective'] or '-'} | "

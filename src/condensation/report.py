@@ -160,8 +160,11 @@ def leaderboard(runs: list[Run]) -> str:
         cells = [f'<a href="#run-{run.index}">{e(run.path.name)}</a>', e(r["dataset"]), e(r["ipc"]), e(r["seed"]),
                  e(r["recipe"]), e(r["container"]), e(r["objective"] or "–"),
                  f'<span class="{"mixed" if mixed else ""}">{e(protocol)}</span>', e(r.get("iterations", "–")),
-                 f'{r["stored_floats"]:,} (× {number(r["budget_ratio"], 3)})', e(r["generated_images_per_class"]),
-                 *[e(mean_std(r["accuracy"].get(a), r["accuracy"].get(a, {}).get("n"))) for a in architectures],
+                 f'{r["stored_floats"]:,} (× {number(r["budget_ratio"], 3)})'
+                 + (f'<br><small>{e(r["budget_statement"])}</small>' if r.get("budget_statement") else ""),
+                 e(r["generated_images_per_class"]),
+                 *[e(mean_std(r["accuracy"].get(a), r["accuracy"].get(a, {}).get("n"))) + _paper_note(r, i)
+                   for i, a in enumerate(architectures)],
                  e(mean_std(baseline, len(baseline["draws"]) if baseline else None)),
                  e(f'{seconds(wall["distill"])} + {seconds(wall.get("evaluate"))}')]
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
@@ -250,6 +253,15 @@ def accuracy_strip(results: dict, width: int = 400) -> str:
     parts.append(f'<text x="{(left + width) / 2}" y="{height}" text-anchor="middle">test accuracy %</text>')
     return (f'<svg width="{width}" height="{height + 4}" role="img" aria-label="accuracy per network">'
             f'{"".join(parts)}</svg>')
+
+
+def _paper_note(results: dict, column: int) -> str:
+    """Under the first accuracy: the paper's statistic where the run asked for it, labelled as test-selected."""
+    paper = results.get("paper_report")
+    if not paper or column:
+        return ""
+    return (f'<br><small>paper statistic: {number(paper["mean"], 2)} ({e(paper["statistic"])}; selected on the '
+            f'test set)</small>')
 
 
 def budget_bar(results: dict, width: int = 400) -> str:

@@ -71,6 +71,7 @@ class RunConfig:
     cpu_limit: str | float | None = None  # condensation process CPU seconds (same forms): a budget contention cannot bend
     snapshots: tuple[float, ...] = ()  # fractions of the budget at which OUT/snapshots/<percent>/ is saved and evaluated
     evaluation_split: str = "test"  # "validation": accuracies on the held-out validation split (for choosing settings)
+    report: str = "final"  # "paper": also the paper's statistic (e.g. MTT's best of evaluations every 100 iterations)
     allow_repeated_images: bool = False  # True: an IPC above a class's image count samples with replacement
     tensorboard: str | None = None  # a folder for TensorBoard event files: the loss per iteration, the accuracies
     wandb: str | None = None  # a Weights & Biases project for the same scalars (needs wandb installed)
@@ -208,6 +209,15 @@ def plan_run(config: RunConfig) -> Plan:
     cpu_limit = None if config.cpu_limit is None else parse_duration(config.cpu_limit, "cpu_limit")
     if config.evaluation_split not in EVALUATION_SPLITS:
         raise ConfigError(f"evaluation_split must be one of {', '.join(EVALUATION_SPLITS)}, got '{config.evaluation_split}'")
+    if config.report not in REPORTS:
+        raise ConfigError(f"report must be one of {', '.join(REPORTS)}, got '{config.report}'")
+    if config.report == "paper":
+        if not recipe.paper_report:
+            raise ConfigError(f"recipe '{recipe.name}' reports its final set, as its paper does; --report paper applies "
+                              "to recipes whose papers report the best of evaluations during condensation (mtt, haba)")
+        if config.evaluation_split != "test" or not config.evaluate:
+            raise ConfigError("--report paper evaluates on the test set during condensation, as the paper does; it "
+                              "needs evaluation on the test split")
     snapshots = tuple(config.snapshots)
     if any(not isinstance(f, (int, float)) or not 0 < f < 1 for f in snapshots) or len(set(snapshots)) != len(snapshots):
         raise ConfigError(f"snapshots must be distinct fractions strictly between 0 and 1 (e.g. 0.25, 0.5), got {list(snapshots)}")
@@ -267,7 +277,7 @@ def fingerprint(config: RunConfig) -> str:
     values = dataclasses.asdict(config)
     # a resumed run may take another time limit: the limit decides where a run stops, not what it computes
     for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device", "time_limit",
-                "cpu_limit", "snapshots", "evaluation_split", "tensorboard", "wandb"):
+                "cpu_limit", "snapshots", "evaluation_split", "report", "tensorboard", "wandb"):
         values.pop(key)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -425,6 +435,7 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
         "stored_floats": container.stored_floats(), "stored_bytes": container.stored_bytes(),
         "stored_floats_by_part": container.floats_per_part(),
         "budget_floats": container.budget_floats, "budget_ratio": container.stored_floats() / container.budget_floats,
+        "budget_statement": container.budget_statement(),
         "generated_images_per_class": container.generated_per_class(),
         "generated_images_total": container.total_generated(),
         "accuracy": {}, "wall_clock_seconds": {"distill": round(metadata["distill_seconds"], 2), "evaluate": 0.0},
@@ -446,6 +457,11 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
         results["wall_clock_seconds"]["evaluate"] = round(time.perf_counter() - started, 2)
     if config.snapshots:
         results["snapshots"] = _finish_snapshots(out, config, plan, dataset, device)
+    if config.report == "paper" and results.get("accuracy"):
+        first = next(iter(results["accuracy"]))
+        results["paper_report"] = {**paper_statistic(out, plan.recipe.paper_report,
+                                                     {first: results["accuracy"][first]}, metadata["iterations"]),
+                                   "source": plan.recipe.sources.get("paper_report.every", "")}
     results.update(peak_memory_bytes=peak_memory_bytes(device), device=str(device), torch_version=torch.__version__,
                    library_version=__version__, python_version=platform.python_version())
     if writer:
@@ -456,6 +472,7 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
 
 
 EVALUATION_SPLITS = ("test", "validation")
+REPORTS = ("final", "paper")
 # networks that measure validation accuracy draw other seeds than the test networks of the same run, so that a
 # setting chosen on validation is then tested by networks its choice did not see
 VALIDATION_NETWORK_SEED_OFFSET = 1_000_003
@@ -482,8 +499,59 @@ def _post_condense(container, dataset, config: RunConfig, plan: Plan, generator:
                                       post_condense_settings=plan.post_condense_settings)
     with phase(f"post-condensation step '{plan.recipe.post_condense}'", config.progress):
         container = POST_CONDENSE.get(plan.recipe.post_condense)(container, dataset, step_config, generator, device)
-    container.check_budget(config.budget_ratio)  # whatever was over budget must be back within B
+    container.check_budget(max(config.budget_ratio, container.declared_budget_ratio))  # back within B
     return container
+
+
+PAPER_EVALUATIONS = "paper_evaluations.jsonl"
+
+
+def _paper_evaluates_at(report: dict, iterations: int, spent: float) -> bool:
+    """The paper's evaluation points: every ``every`` iterations within the last ``window`` of the budget
+    (MTT: every 100 from iteration 0; HaBa: every 100 in the last 10%)."""
+    return iterations % report["every"] == 0 and spent >= 1.0 - report["window"] - 1e-12
+
+
+def _paper_evaluation(out: Path, container, dataset, config: RunConfig, plan: Plan, iterations: int,
+                      learned_learning_rate) -> None:
+    """Test accuracy of the container as it stands, appended to OUT/paper_evaluations.jsonl (once per
+    iteration: a resumed run that passes the same point again keeps the first record)."""
+    path = out / PAPER_EVALUATIONS
+    if any(row["iteration"] == iterations for row in _read_paper_evaluations(path)):
+        return
+    accuracy = evaluate_container(container, dataset.test, plan.protocol, config.seed, plan.architectures[:1],
+                                  plan.device, learned_learning_rate, False, precision=config.precision)
+    if distributed.is_writer():
+        from .io import append_line
+
+        append_line(path, json.dumps({"iteration": iterations, "accuracy": {
+            k: dataclasses.asdict(v) for k, v in accuracy.items()}}))
+
+
+def _read_paper_evaluations(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else ():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break  # a torn last line from a kill
+    return rows
+
+
+def paper_statistic(out: Path, report: dict, final: dict, final_iteration: int) -> dict:
+    """The paper's reported number: the best mean test accuracy over its evaluation points (the final set
+    included, as the official loops evaluate their last iteration), *selected on the test set*."""
+    rows = _read_paper_evaluations(out / PAPER_EVALUATIONS)
+    if not any(row["iteration"] == final_iteration for row in rows):
+        rows.append({"iteration": final_iteration, "accuracy": final})
+    first = lambda row: next(iter(row["accuracy"].values()))  # noqa: E731
+    best = max(rows, key=lambda row: first(row)["mean"])
+    return {"statistic": f"max over evaluations every {report['every']} iterations"
+                         + (f" in the last {report['window']:.0%} of the run" if report["window"] < 1 else ""),
+            "selected_on": "the test set (as the paper reports it; not an unbiased estimate)",
+            "mean": first(best)["mean"], "std": first(best)["std"],
+            "iteration": best["iteration"],
+            "evaluations": [{"iteration": row["iteration"], "mean": round(first(row)["mean"], 4)} for row in rows]}
 
 
 def snapshot_name(fraction: float) -> str:
@@ -534,7 +602,7 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
         raise ConfigError(f"container '{plan.container_name}' condenses over budget ({container.over_budget_ratio:g} x B) "
                           f"and recipe '{plan.recipe.name}' has no step that brings it back; use --recipe hmn or "
                           "--container-set over_budget=0")
-    container.check_budget(max(config.budget_ratio, container.over_budget_ratio))
+    container.check_budget(max(config.budget_ratio, container.over_budget_ratio, container.declared_budget_ratio))
     real = RealPool(dataset.train, dataset.spec.num_classes, preprocessing, plan.device)
     container = container.to(plan.device)
     started = time.perf_counter()
@@ -550,23 +618,25 @@ def _condense_stage(out: Path, config: RunConfig, plan: Plan, dataset, objective
         with phase(f"initializing the {plan.container_name} container", config.progress):
             container.initialize(real, generator)
 
-        def save_snapshot(fraction: float, iterations: int, cpu_seconds: float) -> None:
-            # saved as condensed; the post-condensation step and the evaluation run after the loop
-            name = snapshot_name(fraction) + ("-raw" if plan.recipe.post_condense is not None else "")
-            if distributed.is_writer():
-                save_artifact(out / "snapshots" / name, container, {
-                    **_run_metadata(config, plan, {**record, "iterations": iterations, "condense_cpu_seconds": cpu_seconds,
-                                                   "objective_values": {k: float(v) for k, v in
-                                                                        objective.artifact_tensors().items()}},
-                                    run_fingerprint), "stage": "snapshot before post-condensation"})
+        def at_boundary(iterations: int, spent: float, cpu_seconds: float) -> None:
+            values = {k: float(v) for k, v in objective.artifact_tensors().items()}
+            for fraction in config.snapshots:  # saved as condensed: post-condensation and evaluation come after
+                name = snapshot_name(fraction) + ("-raw" if plan.recipe.post_condense is not None else "")
+                if spent >= fraction and not is_artifact(out / "snapshots" / name) and distributed.is_writer():
+                    save_artifact(out / "snapshots" / name, container, {
+                        **_run_metadata(config, plan, {**record, "iterations": iterations, "objective_values": values,
+                                                       "condense_cpu_seconds": cpu_seconds}, run_fingerprint),
+                        "stage": "snapshot before post-condensation"})
+            if config.report == "paper" and _paper_evaluates_at(plan.recipe.paper_report, iterations, spent):
+                _paper_evaluation(out, container, dataset, config, plan, iterations, values.get("learned_learning_rate"))
 
         result = condense(
             container, objective, real, plan.optimizer, LoopConfig(plan.iterations, config.checkpoint_every),
             generator, checkpoint_path=out / "checkpoint.pt", resume=resume, fingerprint=run_fingerprint,
             metrics_path=out / "metrics.jsonl", progress=config.progress, time_limit=plan.time_limit_seconds,
             on_iteration=None if log is None else (lambda iteration, loss: log.add_scalar("condense/loss", loss, iteration)),
-            cpu_limit=plan.cpu_limit_seconds, snapshot_fractions=tuple(config.snapshots),
-            on_snapshot=save_snapshot if config.snapshots else None,
+            cpu_limit=plan.cpu_limit_seconds,
+            at_boundary=at_boundary if config.snapshots or config.report == "paper" else None,
         )
         record.update(iterations=result.iterations, stopped_by_time_limit=result.stopped_by_time_limit,
                       losses=result.losses, seconds=result.seconds, condense_cpu_seconds=result.cpu_seconds,

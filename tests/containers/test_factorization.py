@@ -260,3 +260,23 @@ def test_hallucinators_take_their_own_learning_rate(gray_spec):
     assert [g["lr"] for g in same] == [100.0, 100.0]  # the official lr_style = lr_img
     with pytest.raises(ConfigError, match="hallucinator_learning_rate"):
         create_container("factorization", gray_spec, 10, pre, hallucinator_learning_rate=-1.0)
+
+
+@pytest.mark.parametrize("ipc", [1, 10, 50])
+def test_paper_sizing_has_the_official_scripts_tensor_shapes_on_cifar10(ipc):
+    """run_cifar10_ipc{1,10,50}_style5.sh: --ipc K --n_style 5; distill_fac.py: bases (classes, K, 3, 32, 32) and
+    5 x StyleTranslator(in 3, mid 3, out 3, kernel 3): enc Conv2d(3, 3, 3), scale and shift (1, 3, 30, 30),
+    dec ConvTranspose2d(3, 3, 3) (weight (in, out, 3, 3))."""
+    from condensation.data import Preprocessing
+    from condensation.data.datasets import published_spec
+
+    container = create_container("factorization", published_spec("cifar10"), ipc, Preprocessing("normalize"),
+                                 budget_mode="paper")
+    shapes = {name: tuple(p.shape) for name, p in container.named_parameters()}
+    assert shapes == {"bases": (10, ipc, 3, 32, 32), "encoder_weight": (5, 3, 3, 3, 3), "encoder_bias": (5, 3),
+                      "scale": (5, 3, 30, 30), "shift": (5, 3, 30, 30), "decoder_weight": (5, 3, 3, 3, 3),
+                      "decoder_bias": (5, 3)}
+    hallucinator = 3 * 3 * 9 + 3 + 2 * 3 * 30 * 30 + 3 * 3 * 9 + 3  # 5,568 floats each
+    assert container.stored_floats() == 10 * ipc * 3 * 32 * 32 + 5 * hallucinator
+    assert container.declared_budget_ratio == pytest.approx({1: 1.90625, 10: 1.090625, 50: 1.018125}[ipc])
+    assert container.budget_statement().startswith(f"{container.declared_budget_ratio:.2f}x B, as the paper: 5 hallucinators")

@@ -221,6 +221,16 @@ class Container(nn.Module):
         return 1.0
 
     @property
+    def declared_budget_ratio(self) -> float:
+        """> 1 for a container whose published sizing stores more than B for good and says so (HaBa's paper
+        sizing): a run allows it and states the ratio beside every number (``budget_statement``)."""
+        return 1.0
+
+    def budget_statement(self) -> str | None:
+        """A plain sentence for tables and reports when the container stores more than B on purpose."""
+        return None
+
+    @property
     def budget_floats(self) -> int:
         return self.spec.budget_floats(self.images_per_class)
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import DSA, DSAConfig
+from ..data.augment import DSA, DSAConfig, flips_allowed
 from ..data.datasets import DataSpec
 from ..distributed import stream_of
 from ..errors import BudgetError, ConfigError
@@ -61,6 +61,9 @@ class FactorizationConfig:
     adversary_contrast_weight: float = 0.1  # lambda_contrast_content
     adversary_temperature: float = 0.07
     adversary_dsa: bool = True  # the views are DSA-augmented before the adversary (official)
+    # distill_fac.py augments the adversary's views with the full DSA string (flips included) on every dataset;
+    # "dataset" drops flips on digit datasets
+    adversary_flip_rule: str = "always"
     # lr of the hallucinators (official lr_style: the same 100 as the bases); 0: the container's lr. Their few
     # conv weights collect gradient from every pixel of every image, so at small CPU budgets they need far less
     hallucinator_learning_rate: float = 0.0
@@ -167,7 +170,8 @@ class Adversary:
         self.network = seeded_network(config.adversary_network, spec, generator, device)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=config.adversary_learning_rate,
                                          momentum=config.adversary_momentum)
-        self.augment = DSA(DSAConfig(), flip_allowed=spec.flip_allowed) if config.adversary_dsa else None
+        flip = flips_allowed(config.adversary_flip_rule, spec.flip_allowed)
+        self.augment = DSA(DSAConfig(), flip_allowed=flip) if config.adversary_dsa else None
 
     def to(self, device: torch.device) -> None:
         self.network.to(device)
@@ -235,6 +239,7 @@ class Factorization(Container):
             raise ConfigError(f"factorization base_downsample {d} must divide the image size {spec.height}x{spec.width}")
         if min(config.hallucinators, config.bases_per_class) < 0:
             raise ConfigError("factorization hallucinators and bases_per_class must be >= 0 (0: chosen)")
+        flips_allowed(config.adversary_flip_rule, spec.flip_allowed)  # an unknown rule fails here, by name
         if config.hallucinator_learning_rate < 0:
             raise ConfigError("factorization hallucinator_learning_rate must be >= 0 (0: the container's lr)")
         minimum = 2 if config.adversarial else 1
@@ -275,8 +280,21 @@ class Factorization(Container):
         return {"bases": bases, "hallucinators": hallucinators}
 
     def budget_ratio(self) -> float:
-        """Stored floats / B: 1 or less in strict mode; what a paper-mode run must allow (``budget_ratio``)."""
+        """Stored floats / B: 1 or less in strict mode, more in paper mode."""
         return self.stored_floats() / self.budget_floats
+
+    @property
+    def declared_budget_ratio(self) -> float:
+        return self.budget_ratio() if self.config.budget_mode == "paper" else 1.0
+
+    def budget_statement(self) -> str | None:
+        if self.config.budget_mode != "paper":
+            return None
+        s = self.sizes
+        h, w = self.spec.height // s.base_downsample, self.spec.width // s.base_downsample
+        return (f"{self.budget_ratio():.2f}x B, as the paper: {s.hallucinators} hallucinators and {s.bases_per_class} "
+                f"basis(es) of {s.base_channels}x{h}x{w} per class (DatasetFactorization's scripts, n_style 5); "
+                "budget_mode=strict fits B")
 
     # ------------------------------------------------------------------------------------- generation
     def hallucinate(self, bases: torch.Tensor, hallucinator: int | torch.Tensor) -> torch.Tensor:

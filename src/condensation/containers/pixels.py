@@ -64,6 +64,11 @@ class Pixels(Container):
 class MultiFormationConfig:
     factor: int = 2  # each stored image decodes into factor^2 images
     init: str = "mosaic"  # "mosaic": factor^2 downscaled real images per stored image; "real"; "noise"
+    # how the mosaic start shrinks real images: IDC condense.py L80 calls F.interpolate without a mode (nearest)
+    mosaic_interpolation: str = "nearest"  # or "bilinear" (antialiased)
+    # clamp the pixels to [0, 1] after every clamp_every-th engine iteration; IDC clamps once per outer
+    # iteration of 100 inner passes (condense.py L521), i.e. every 100 engine iterations (the idc recipe's value)
+    clamp_every: int = 1
 
 
 @CONTAINERS.register("multi_formation")
@@ -83,6 +88,12 @@ class MultiFormation(Container):
             raise ConfigError(f"multi_formation factor {f} must be >= 1 and divide the image size {spec.height}x{spec.width}")
         if config.init not in ("mosaic", "real", "noise"):
             raise ConfigError(f"multi_formation init must be 'mosaic', 'real' or 'noise', got '{config.init}'")
+        if config.mosaic_interpolation not in ("nearest", "bilinear"):
+            raise ConfigError("multi_formation mosaic_interpolation must be 'nearest' or 'bilinear', got "
+                              f"'{config.mosaic_interpolation}'")
+        if config.clamp_every < 1:
+            raise ConfigError(f"multi_formation clamp_every must be >= 1, got {config.clamp_every}")
+        self.iterations_since_clamp = 0
         shape = (spec.num_classes * images_per_class, spec.channels, spec.height, spec.width)
         self.pixels = nn.Parameter(torch.rand(shape))  # [0, 1] pixel space
 
@@ -117,11 +128,22 @@ class MultiFormation(Container):
         for c in range(self.num_classes):
             images = real.sample_raw(c, count, generator, replace_if_short=True)
             if self.config.init == "mosaic" and f > 1:
-                small = F.interpolate(images, size=(h // f, w // f), mode="bilinear", align_corners=False, antialias=True)
+                small = (F.interpolate(images, size=(h // f, w // f), mode="nearest")
+                         if self.config.mosaic_interpolation == "nearest" else
+                         F.interpolate(images, size=(h // f, w // f), mode="bilinear", align_corners=False, antialias=True))
                 small = small.view(ipc, f, f, self.spec.channels, h // f, w // f).permute(0, 3, 1, 4, 2, 5)
                 images = small.reshape(ipc, self.spec.channels, h, w)
             self.pixels[c * ipc:(c + 1) * ipc] = images.clamp(0, 1)
 
     @torch.no_grad()
     def after_iteration(self) -> None:
-        self.pixels.clamp_(0.0, 1.0)
+        self.iterations_since_clamp += 1
+        if self.iterations_since_clamp >= self.config.clamp_every:
+            self.pixels.clamp_(0.0, 1.0)
+            self.iterations_since_clamp = 0
+
+    def training_state(self) -> dict:
+        return {"iterations_since_clamp": self.iterations_since_clamp}
+
+    def load_training_state(self, state: dict) -> None:
+        self.iterations_since_clamp = int(state.get("iterations_since_clamp", 0))

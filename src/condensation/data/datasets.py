@@ -44,6 +44,21 @@ class DataSpec:
         return self.num_classes * images_per_class * self.image_floats
 
 
+# (channels, height, width, classes) of the registered datasets with fixed shapes: what `show-recipe` needs to
+# size a container without reading any data
+PUBLISHED_SHAPES = {"digits": (1, 8, 8, 10), "mnist": (1, 28, 28, 10), "fashion_mnist": (1, 28, 28, 10),
+                    "cifar10": (3, 32, 32, 10), "cifar100": (3, 32, 32, 100), "svhn": (3, 32, 32, 10),
+                    "tiny_imagenet": (3, 64, 64, 200)}
+
+
+def published_spec(name: str) -> DataSpec | None:
+    """The DataSpec of a fixed-shape dataset (class names as indices), or None (image folders)."""
+    if name not in PUBLISHED_SHAPES:
+        return None
+    c, h, w, k = PUBLISHED_SHAPES[name]
+    return DataSpec(c, h, w, k, tuple(str(i) for i in range(k)))
+
+
 @dataclass
 class Split:
     images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]

@@ -151,8 +151,7 @@ def condense(
     on_iteration: Callable[[int, float], None] | None = None,
     time_limit: float | None = None,
     cpu_limit: float | None = None,
-    snapshot_fractions: tuple[float, ...] = (),
-    on_snapshot: Callable[[float, int, float], None] | None = None,
+    at_boundary: Callable[[int, float, float], None] | None = None,
 ) -> CondenseResult:
     """Run ``loop.iterations`` outer iterations. With ``resume``, continue from ``checkpoint_path``
     (whose fingerprint must match) and finish exactly as an uninterrupted run with the same seed.
@@ -162,22 +161,20 @@ def condense(
     the same in process CPU seconds (``time.process_time``: every thread of this process, nothing of any other),
     a budget that other work on the machine does not bend when runs are single-threaded.
 
-    ``on_snapshot(fraction, iterations_done, cpu_seconds)`` is called at the first iteration boundary at or after
-    each of ``snapshot_fractions`` (in (0, 1)) of the budget: of ``cpu_limit`` if set, else of ``time_limit``,
-    else of ``loop.iterations``. The callback's own CPU and wall time are not counted against the budget; the
-    fractions already taken are kept in the checkpoint, so a resumed run takes each once."""
+    ``at_boundary(iterations_done, budget_spent, cpu_seconds)`` is called before the first iteration of a fresh
+    run and after every iteration but the last, with the fraction of the budget spent (of ``cpu_limit`` if set,
+    else of ``time_limit``, else of ``loop.iterations``): the run layer saves snapshots and evaluates there. Its
+    own CPU and wall time are not counted against the budget (it is not condensation)."""
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"time_limit must be a positive number of seconds, got {time_limit}")
     if cpu_limit is not None and not cpu_limit > 0:
         raise ConfigError(f"cpu_limit must be a positive number of seconds, got {cpu_limit}")
-    if any(not 0 < f < 1 for f in snapshot_fractions):
-        raise ConfigError(f"snapshot fractions must lie strictly between 0 and 1, got {list(snapshot_fractions)}")
     groups = container.parameter_groups(optimizer_config.learning_rate) + objective.extra_parameter_groups()
     optimizer = (ContainerOptimizer(optimizer_config, groups, container.per_class_parameters(), container.num_classes)
                  if loop.iterations > 0 else None)
     check_can_shard(objective, container)
     trainable = [p for group in groups for p in group["params"] if p.requires_grad]
-    start, losses, seconds_before, cpu_before, taken = 0, [], 0.0, 0.0, []
+    start, losses, seconds_before, cpu_before = 0, [], 0.0, 0.0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path)
         if state.get("fingerprint") != fingerprint:
@@ -193,12 +190,12 @@ def condense(
         generator.set_state(state["generator"])
         start, losses = state["iteration"], state["losses"]
         seconds_before = state.get("seconds", 0.0)
-        cpu_before, taken = state.get("cpu_seconds", 0.0), list(state.get("snapshots_taken", []))
+        cpu_before = state.get("cpu_seconds", 0.0)
 
     writer = is_writer()  # rank 0 alone writes the checkpoint and metrics and shows progress
     bar = _progress_bar(loop.iterations, start, progress and writer)
     started, cpu_started = time.perf_counter(), time.process_time()
-    excluded = [0.0, 0.0]  # wall, CPU seconds spent in on_snapshot: not condensation
+    excluded = [0.0, 0.0]  # wall, CPU seconds spent in at_boundary: not condensation
     elapsed = lambda: seconds_before + time.perf_counter() - started - excluded[0]  # noqa: E731
     cpu_used = lambda: cpu_before + time.process_time() - cpu_started - excluded[1]  # noqa: E731
 
@@ -218,13 +215,23 @@ def condense(
     def save(iteration_count: int) -> None:
         save_checkpoint(checkpoint_path, {
             "fingerprint": fingerprint, "iteration": iteration_count, "losses": losses, "seconds": elapsed(),
-            "cpu_seconds": cpu_used(), "snapshots_taken": taken,
+            "cpu_seconds": cpu_used(),
             "container": container.state_dict(), "container_training": container.training_state(),
             "optimizer": optimizer.state_dict(),
             "objective": objective.state_dict(), "generator": generator.get_state(),
         })
 
+    def boundary(done: int) -> None:
+        if at_boundary is None:
+            return
+        wall, cpu = time.perf_counter(), time.process_time()
+        at_boundary(done, budget_spent(done), cpu_used())
+        excluded[0] += time.perf_counter() - wall
+        excluded[1] += time.process_time() - cpu
+
     try:
+        if start == 0 and loop.iterations > 0:
+            boundary(0)
         for iteration in range(start, loop.iterations):
             objective.begin_iteration(iteration, generator)
             total = 0.0
@@ -268,14 +275,8 @@ def condense(
             if on_iteration is not None:
                 on_iteration(iteration, total)
             done = iteration + 1
-            if on_snapshot is not None and done < loop.iterations:
-                spent = budget_spent(done)
-                for fraction in sorted(f for f in snapshot_fractions if f not in taken and spent >= f):
-                    wall, cpu = time.perf_counter(), time.process_time()
-                    on_snapshot(fraction, done, cpu_used())
-                    taken.append(fraction)
-                    excluded[0] += time.perf_counter() - wall
-                    excluded[1] += time.process_time() - cpu
+            if done < loop.iterations:
+                boundary(done)
             over_time = time_limit is not None and done < loop.iterations and elapsed() >= time_limit
             over_cpu = cpu_limit is not None and done < loop.iterations and cpu_used() >= cpu_limit
             stopped, by_cpu, interrupted = any_rank(over_time or over_cpu, over_cpu, interrupt.raised)

@@ -314,9 +314,9 @@ class BatchGradientMatching(_GradientMatching):
     """IDC: per class 64 real vs up to 128 generated images augmented together; only conv weights are
     matched; one optimizer step per class; the network trains one epoch on real data after each sweep.
 
-    Differences from IDC's code, on purpose or forced: pixels are clamped after every engine iteration (the
-    container's rule) rather than once per 100. The network's SGD momentum lives as long as the network, as in
-    IDC."""
+    The pixels are clamped by the container (multi_formation's clamp_every: the idc recipe clamps every 100
+    engine iterations, as IDC's outer loop does). The network's SGD momentum lives as long as the network, as
+    in IDC."""
 
     config_class = BatchGradientMatchingConfig
     per_class = True

@@ -27,7 +27,8 @@ from ..io import tomllib
 RECIPE_FOLDER = Path(__file__).parent
 # keys a [base] or [[cell]] table may set: plain values, and tables whose entries are merged one by one
 VALUE_KEYS = ("iterations", "learning_rate_times_ipc", "protocol", "preprocessing")
-TABLE_KEYS = ("optimizer", "container_settings", "objective_settings", "protocol_settings", "post_condense_settings")
+TABLE_KEYS = ("optimizer", "container_settings", "objective_settings", "protocol_settings", "post_condense_settings",
+              "paper_report")
 IDENTITY_KEYS = ("name", "description", "container", "objective", "selection", "post_condense", "fallback_dataset",
                  "reported", "base", "cell", "notes")
 # the order in which a (dataset, IPC) no paper reports borrows settings: see substitute_cell
@@ -54,6 +55,8 @@ class Recipe:
     # fn(container, dataset, run_config, generator, device) -> container, back within the budget
     post_condense: str | None = None
     post_condense_settings: dict = field(default_factory=dict)
+    # how the paper reports its number when it is not the final set: {every, window} (``--report paper``)
+    paper_report: dict = field(default_factory=dict)
     description: str = ""
     dataset: str | None = None  # what it was resolved for
     ipc: int | None = None
