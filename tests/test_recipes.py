@@ -162,3 +162,12 @@ def test_the_projects_docs_and_code_point_to_nothing_outside_it():
     for heading in ("## Containers", "## Objectives", "## Evaluation protocols", "## Recipes", "## Published numbers"):
         assert heading in methods
     assert (root / "docs" / "reproducing.md").exists()
+
+
+def test_rtp_runs_as_long_as_the_official_config_and_says_where_that_comes_from():
+    """Before: 1000 outer iterations marked "ours". The official config's n_iters is 500,000 (yml L2), with no
+    stopping rule in the runner."""
+    for name in ("rtp", "bptt_pixels"):
+        recipe = get_recipe(name, "cifar10", 1)
+        assert recipe.iterations == 500_000
+        assert "compressors_bptt_interventions.yml L2" in recipe.sources["iterations"]
