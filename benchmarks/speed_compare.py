@@ -72,7 +72,7 @@ def main() -> None:
     old_src, new_src = export_old(args.old), ROOT / "src"
     new_env = dict(pair.split("=", 1) for pair in args.new_env)
     print(f"load average at start {load:.2f}; old {args.old} ({old_src}), new {new_src} {new_env or ''}", flush=True)
-    print(f"| task | old s | new s | new / old |\n|---|---|---|---|", flush=True)
+    print("| task | old s | new s | new / old |\n|---|---|---|---|", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as log:
         for position, (name, arguments) in enumerate(TASKS):

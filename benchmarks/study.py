@@ -403,7 +403,7 @@ def contention(study: dict, runs: Path, results: Path, budget: str) -> None:
             time.sleep(2)
         if any(item.failed for _, _, item in processes):
             raise SystemExit(f"contention: a run failed; see {runs / 'logs' / 'contention'}")
-        for seed, directory, item in processes:
+        for seed, directory, _ in processes:
             if seed == 0:
                 summary = json.loads((directory / "results.json").read_text())
                 rows[label] = {"iterations": summary["iterations"], "cpu_seconds": round(summary["condense_cpu_seconds"], 1),

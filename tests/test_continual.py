@@ -2,7 +2,6 @@
 each evaluation tests on, resuming after a kill, the plot and the report section."""
 from __future__ import annotations
 
-import argparse
 import io
 import json
 
@@ -12,7 +11,7 @@ from PIL import Image
 
 import condensation.continual as continual_module
 from condensation.containers import create_container
-from condensation.continual import (ContinualConfig, StoredMemory, continual, continual_command, get_stream,
+from condensation.continual import (ContinualConfig, StoredMemory, continual, get_stream,
                                     load_continual, load_stream_data, markdown_table, mnist_fashion_mnist,
                                     plot_continual, split_fashion_mnist, split_mnist)
 from condensation.data import DataSpec, Preprocessing, Split, load_dataset
@@ -410,13 +409,11 @@ def test_the_report_gives_continual_runs_their_own_section(tmp_path):
         write_html_report([tmp_path / "run"], tmp_path / "broken.html")
 
 
-def test_the_command_function_runs_and_prints_the_table(tmp_path, capsys):
-    args = argparse.Namespace(stream="split-digits", stream_seed=None, recipe="random", ipc=1, seed=0,
-                              out=str(tmp_path / "cli"), data_root=None, device=None, iterations=None,
-                              container=None, objective=None, learning_rate=None, optimizer=None, preprocessing=None,
-                              protocol="smoke", checkpoint_every=None, precision=None, time_limit=None,
-                              architectures=None, quiet=True, resume=False)
-    assert continual_command(args, {"protocol_settings": {"networks": 2}, "container_settings": {}}) == 0
+def test_the_command_runs_and_prints_the_table(tmp_path, capsys):
+    from condensation.cli import main
+
+    assert main(["continual", "--stream", "split-digits", "--recipe", "random", "--ipc", "1", "--out",
+                 str(tmp_path / "cli"), "--protocol", "smoke", "--protocol-set", "networks=2", "--quiet"]) == 0
     printed = capsys.readouterr().out
     record = load_continual(tmp_path / "cli")
     assert record["protocol"]["networks"] == 2
@@ -436,7 +433,7 @@ def test_accuracy_on_all_seen_classes_is_each_networks_exact_union_of_the_tasks(
 
 
 def test_the_command_line_passes_memory_reuse_on(monkeypatch, tmp_path):
-    from condensation.cli import build_parser
+    from condensation.cli import _continual, build_parser
 
     seen = {}
 
@@ -448,9 +445,9 @@ def test_the_command_line_passes_memory_reuse_on(monkeypatch, tmp_path):
     args = build_parser().parse_args(["continual", "--stream", "split-digits", "--recipe", "rtp", "--reuse-memories",
                                       "--later-bases", "0", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit):
-        continual_command(args, {})
+        _continual(args)
     assert seen["config"].reuse_memories is True and seen["config"].later_bases == 0
     plain = build_parser().parse_args(["continual", "--stream", "split-digits", "--recipe", "rtp"])
     with pytest.raises(SystemExit):
-        continual_command(plain, {})
+        _continual(plain)
     assert seen["config"].reuse_memories is False and seen["config"].later_bases is None

@@ -22,7 +22,6 @@ from condensation.containers import create_container
 from condensation.data import DataSpec, Preprocessing, Split
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.engine.real import RealPool
-from condensation.errors import ConfigError, DistributedError
 from condensation.objectives import create_objective
 from condensation.run import RunConfig, distill
 

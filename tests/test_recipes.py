@@ -119,7 +119,7 @@ def test_show_recipe_prints_values_with_numbered_sources(capsys):
     assert main(["show-recipe", "dsa", "--dataset", "cifar10", "--ipc", "10"]) == 0
     text = capsys.readouterr().out
     assert "objective_settings.outer_loop" in text and "utils.get_loops: IPC 10" in text
-    line = next(l for l in text.splitlines() if l.strip().startswith("iterations"))
+    line = next(row for row in text.splitlines() if row.strip().startswith("iterations"))
     assert "10000" in line and "[" in line
     assert main(["list", "recipes", "--dataset", "cifar10", "--ipc", "10"]) == 0
     listing = capsys.readouterr().out

@@ -67,7 +67,8 @@ def test_resume_through_the_api_matches_an_uninterrupted_run(tmp_path, monkeypat
     monkeypatch.setattr("condensation.run.condense", original)
     distill(config, resume=True)
     distill(_config(tmp_path, iterations=5, checkpoint_every=2, evaluate=False, out=str(tmp_path / "straight")))
-    assert (tmp_path / "killed" / "container.safetensors").read_bytes() == (tmp_path / "straight" / "container.safetensors").read_bytes()
+    killed, straight = (tmp_path / name / "container.safetensors" for name in ("killed", "straight"))
+    assert killed.read_bytes() == straight.read_bytes()
     assert not (tmp_path / "killed" / "checkpoint.pt").exists()
 
 

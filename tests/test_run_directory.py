@@ -146,7 +146,8 @@ def test_repeated_images_only_when_asked(tmp_path):
 
 
 def test_a_diverging_run_names_the_iteration_and_the_learning_rate(tmp_path):
-    with pytest.raises(NumericalError, match=r"iteration \d+.*: the run diverged; lower the container's learning rate \(--lr, now 1e\+30\)"):
+    expected = r"iteration \d+.*: the run diverged; lower the container's learning rate \(--lr, now 1e\+30\)"
+    with pytest.raises(NumericalError, match=expected):
         distill(_config(tmp_path, learning_rate=1e30, iterations=20))
     assert not (tmp_path / "run" / "metadata.json").exists()
 

@@ -18,7 +18,8 @@ def test_herding_tracks_the_mean_better_than_random_points():
     features = torch.randn(400, 8, generator=generator)
     chosen = herding_order(features, 10)
     herding_error = (features[chosen].mean(0) - features.mean(0)).norm()
-    random_errors = [(features[torch.randperm(400, generator=generator)[:10]].mean(0) - features.mean(0)).norm() for _ in range(50)]
+    random_errors = [(features[torch.randperm(400, generator=generator)[:10]].mean(0) - features.mean(0)).norm()
+                     for _ in range(50)]
     assert herding_error < torch.stack(random_errors).quantile(0.05)
     assert len(set(chosen.tolist())) == 10
 

@@ -4,12 +4,14 @@ Files: container.safetensors, generated.safetensors, preprocessing.safetensors, 
 sha256 of every tensor file and of its own content), grid.png, metrics.jsonl, results.json, and one line per
 ``condense evaluate`` in evaluations.jsonl. Every file is written atomically, with an ordinary file's mode
 (0o666 less the umask). ``export_artifact`` writes the generated set in other fields' layouts (DC, MTT, an
-image folder, a Hugging Face dataset), each beside its preprocessing and a README saying how to use it. Nothing read back is trusted: metadata.json and results.json are checked against a schema
-before use, and every fault comes out as one ArtifactError line.
+image folder, a Hugging Face dataset), each beside its preprocessing and a README saying how to use it.
+Nothing read back is trusted: metadata.json and results.json are checked against a schema before use, and
+every fault comes out as one ArtifactError line.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
@@ -463,7 +465,7 @@ def export_image_folder(artifact: Artifact, directory: str | Path) -> Path:
     array = pixels.clamp(0, 1).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     labels = artifact.generated_labels.tolist()
     digits = max(4, len(str(max(1, int(torch.bincount(artifact.generated_labels).max())) - 1)))
-    lines = ["file,label,class"]
+    rows = [("file", "label", "class")]
     with _export_directory(directory) as work:
         seen = [0] * artifact.spec.num_classes
         for image, label in zip(array, labels):
@@ -472,8 +474,9 @@ def export_image_folder(artifact: Artifact, directory: str | Path) -> Path:
             seen[label] += 1
             Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image, "L" if image.shape[2] == 1 else "RGB") \
                 .save(work / name)
-            lines.append(f"{_csv_field(name)},{label},{_csv_field(artifact.spec.class_names[label] if artifact.spec.class_names else str(label))}")
-        (work / "labels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            rows.append((name, label, artifact.spec.class_names[label] if artifact.spec.class_names else str(label)))
+        with open(work / "labels.csv", "w", encoding="utf-8", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(rows)
         _write_export_notes(work, artifact, "image_folder", folders=folders)
     return Path(directory)
 
@@ -524,10 +527,6 @@ def image_folder_names(class_names: tuple[str, ...] | list[str]) -> list[str]:
         width = len(str(len(names) - 1))
         names = [f"{index:0{width}d}_{name}" for index, name in enumerate(names)]
     return names
-
-
-def _csv_field(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n\r') else text
 
 
 def _preprocessing_device(artifact: Artifact) -> torch.device:

@@ -6,8 +6,9 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
-from .errors import CondensationError, Interrupted
+from .errors import CondensationError, ConfigError, Interrupted
 
 
 def _key_values(pairs: list[str] | None, flag: str) -> dict:
@@ -135,10 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = commands.add_parser("show", help="budget, shapes and the image grid of an artifact")
     s.add_argument("artifact")
 
-    l = commands.add_parser("list", help="list registered names")
-    l.add_argument("what", choices=["datasets", "recipes", "protocols", "containers", "objectives", "networks"])
-    l.add_argument("--dataset", help="recipes: resolve every recipe's settings for this dataset (with --ipc)")
-    l.add_argument("--ipc", type=int, default=None, help="recipes: the IPC to resolve for (default 1)")
+    listing = commands.add_parser("list", help="list registered names")
+    listing.add_argument("what", choices=["datasets", "recipes", "protocols", "containers", "objectives", "networks"])
+    listing.add_argument("--dataset", help="recipes: resolve every recipe's settings for this dataset (with --ipc)")
+    listing.add_argument("--ipc", type=int, default=None, help="recipes: the IPC to resolve for (default 1)")
 
     sr = commands.add_parser("show-recipe", help="a recipe's settings for a dataset and IPC, each with its source")
     sr.add_argument("recipe")
@@ -268,7 +269,8 @@ def _distill(args) -> int:
         "optimizer": args.optimizer, "protocol": args.protocol, "checkpoint_every": args.checkpoint_every,
         "random_baseline_draws": args.random_baseline_draws, "preprocessing": args.preprocessing,
         "precision": args.precision, "time_limit": args.time_limit, "tensorboard": args.tensorboard,
-        "wandb": args.wandb, "cpu_limit": args.cpu_limit, "report": args.report, "isolate_classes": True if args.isolate_classes else None, "evaluation_split": args.evaluation_split,
+        "wandb": args.wandb, "cpu_limit": args.cpu_limit, "report": args.report,
+        "isolate_classes": True if args.isolate_classes else None, "evaluation_split": args.evaluation_split,
         "snapshots": _fractions(args.snapshots) if args.snapshots else None,
         "architectures": tuple(args.architectures.split(",")) if args.architectures else None,
     }
@@ -483,9 +485,32 @@ def _export(args) -> int:
 
 
 def _experts(args) -> int:
-    from .engine.experts import experts_command
+    """``condense experts``: settings come from ``--config`` (a JSON object), then ``--set key=value``;
+    the key ``preset`` ('paper' or 'cpu') picks the starting values, the other keys are ExpertConfig fields."""
+    import torch
 
-    return experts_command(args, _key_values(args.expert_set, "--set"))
+    from .data import load_dataset
+    from .engine.experts import expert_config, train_experts
+    from .runtime import resolve_device
+
+    values: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.exists():
+            raise ConfigError(f"expert config file '{path}' does not exist")
+        try:
+            values.update(json.loads(path.read_text()))
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"expert config file '{path}' is not valid JSON: {error}") from None
+    values.update(_key_values(args.expert_set, "--set"))
+    config = expert_config(values.pop("preset", "paper"), **values)
+    device = resolve_device(args.device)
+    dataset = load_dataset(args.dataset, args.data_root, validation_fraction=config.validation_fraction)
+    generator = torch.Generator().manual_seed(args.seed)
+    buffer = train_experts(dataset, config, args.out, generator, device, progress=not args.quiet)
+    print(f"{buffer.count} experts x {buffer.epochs} epochs ({buffer.parameter_count:,} parameters each, "
+          f"{config.preprocessing} preprocessing) in {args.out}")
+    return 0
 
 
 def _report(args) -> int:
@@ -518,13 +543,32 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def _continual(args) -> int:
-    from .continual import continual_command
+    """``condense continual``: the distill command's flag names, plus the stream's."""
+    from .continual import PLOT_FILE, RESULTS_FILE, ContinualConfig, continual, default_out, format_continual_table
+    from .registry import build_config
 
-    return continual_command(args, {key: _key_values(pairs, flag) for key, pairs, flag in (
-        ("container_settings", args.container_set, "--container-set"),
-        ("objective_settings", args.objective_set, "--objective-set"),
-        ("protocol_settings", args.protocol_set, "--protocol-set"),
-        ("post_condense_settings", args.post_condense_set, "--post-condense-set"))})
+    flags = {name: getattr(args, name, None) for name in (
+        "stream", "stream_seed", "recipe", "ipc", "seed", "out", "data_root", "device", "iterations", "container",
+        "objective", "learning_rate", "optimizer", "preprocessing", "protocol", "checkpoint_every", "precision",
+        "time_limit", "later_bases")}
+    if args.reuse_memories:
+        flags["reuse_memories"] = True
+    if args.architectures:
+        flags["architectures"] = tuple(name.strip() for name in args.architectures.split(",") if name.strip())
+    if args.quiet:
+        flags["progress"] = False
+    for key, pairs, flag in (("container_settings", args.container_set, "--container-set"),
+                             ("objective_settings", args.objective_set, "--objective-set"),
+                             ("protocol_settings", args.protocol_set, "--protocol-set"),
+                             ("post_condense_settings", args.post_condense_set, "--post-condense-set")):
+        if pairs:
+            flags[key] = _key_values(pairs, flag)
+    config = build_config(ContinualConfig, {k: v for k, v in flags.items() if v is not None}, "continual")
+    record = continual(config, resume=args.resume)
+    print(format_continual_table(record))
+    out = Path(config.out) if config.out else default_out(config, record["stream"]["name"])
+    print(f"results: {out / RESULTS_FILE}; plot: {out / PLOT_FILE}")
+    return 0
 
 
 def _query(args) -> int:
@@ -534,7 +578,8 @@ def _query(args) -> int:
     return 0
 
 
-COMMANDS = {"continual": _continual, "query": _query, "show-recipe": _show_recipe, "report": _report, "experts": _experts, "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
+COMMANDS = {"continual": _continual, "query": _query, "show-recipe": _show_recipe, "report": _report, "experts": _experts,
+            "distill": _distill, "evaluate": _evaluate, "show": _show, "list": _list, "export": _export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -57,8 +57,8 @@ from .errors import ArtifactError, ConfigError
 from .evaluation.evaluate import AccuracySummary, evaluate_on_splits
 from .io import DirectoryLock, tomllib
 from .registry import Registry, build_config
-from .run import RunConfig, distill, fingerprint, plan_run, resolve_device, run_stage
-from .runtime import tune_process
+from .run import RunConfig, distill, fingerprint, plan_run, run_stage
+from .runtime import resolve_device, tune_process
 
 RESULTS_FILE = "continual.json"
 PLOT_FILE = "continual.png"
@@ -373,7 +373,7 @@ def continual(config: ContinualConfig, resume: bool = False) -> dict:
         if record is None:
             record = _new_record(config, stream, tasks, plans[0], run_fingerprint)
             atomic_write_json(out / RESULTS_FILE, record)  # from here on, a kill leaves a run to resume
-        for number, data in enumerate(tasks, 1):
+        for number in range(1, len(tasks) + 1):
             if number <= len(record["tasks"]):
                 _say(config, f"task {number}/{len(tasks)} was finished before: {_accuracy_line(record['tasks'][number - 1])}")
                 continue
@@ -672,10 +672,10 @@ def plot_continual(
         tasks = max(len(r["stream"]["tasks"]) for r in group)
 
         def sx(task: float) -> float:
-            return x0 + left + (task - 1) / max(tasks - 1, 1) * (width - left - right - 20) + 10
+            return x0 + left + (task - 1) / max(tasks - 1, 1) * (width - left - right - 20) + 10  # noqa: B023
 
         def sy(value: float) -> float:
-            return top + (high - value) / (high - low) * (height - top - bottom)
+            return top + (high - value) / (high - low) * (height - top - bottom)  # noqa: B023
 
         step = 10 if high - low > 30 else 5
         for value in range(int(low), int(high) + 1, step):
@@ -691,7 +691,7 @@ def plot_continual(
         for r, curve in zip(group, curves):
             color = colors[r["label"]]
             points = [(sx(task), sy(s["mean"])) for task, s in curve]
-            for (task, s), (x, y) in zip(curve, points):
+            for (_, s), (x, _y) in zip(curve, points):
                 if s["n"] > 1:  # the spread over the evaluation networks
                     draw.line([(x, sy(s["mean"] - s["std"])), (x, sy(s["mean"] + s["std"]))], fill=color, width=2)
             if len(points) > 1:
@@ -702,7 +702,8 @@ def plot_continual(
             y = height + 8 + 22 * row
             final = first_architecture(r["tasks"][-1]["accuracy"])["mean"]
             draw.rectangle([x0 + left, y + 3, x0 + left + 14, y + 15], fill=colors[r["label"]])
-            shown = f"{r['label']}: {final:.2f}% after task {r['tasks'][-1]['task']}, {r['tasks'][-1]['stored_floats_so_far']:,} floats"
+            last = r["tasks"][-1]
+            shown = f"{r['label']}: {final:.2f}% after task {last['task']}, {last['stored_floats_so_far']:,} floats"
             _text(draw, (x0 + left + 22, y + 9), shown, small, "lm")
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
@@ -733,23 +734,3 @@ def _text(draw, position: tuple[float, float], text: str, font, anchor: str) -> 
 
 
 # -------------------------------------------------------------------------------------------- command line
-def continual_command(args, settings: dict[str, dict]) -> int:
-    """``condense continual``: ``args`` the parsed flags (the distill command's names), ``settings`` the
-    ``--*-set KEY=VALUE`` tables by ContinualConfig field (container_settings, objective_settings, ...)."""
-    flags = {name: getattr(args, name, None) for name in (
-        "stream", "stream_seed", "recipe", "ipc", "seed", "out", "data_root", "device", "iterations", "container",
-        "objective", "learning_rate", "optimizer", "preprocessing", "protocol", "checkpoint_every", "precision",
-        "time_limit", "later_bases")}
-    if getattr(args, "reuse_memories", False):
-        flags["reuse_memories"] = True
-    if getattr(args, "architectures", None):
-        flags["architectures"] = tuple(name.strip() for name in args.architectures.split(",") if name.strip())
-    if getattr(args, "quiet", False):
-        flags["progress"] = False
-    flags.update({key: value for key, value in settings.items() if value})
-    config = build_config(ContinualConfig, {k: v for k, v in flags.items() if v is not None}, "continual")
-    record = continual(config, resume=getattr(args, "resume", False))
-    print(format_continual_table(record))
-    out = Path(config.out) if config.out else default_out(config, record["stream"]["name"])
-    print(f"results: {out / RESULTS_FILE}; plot: {out / PLOT_FILE}")
-    return 0

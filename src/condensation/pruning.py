@@ -25,7 +25,7 @@ from .engine.train import TrainSettings, make_evaluation_augment, train_network
 from .errors import BudgetError, ConfigError
 from .evaluation.evaluate import evaluate_container, train_settings
 from .evaluation.protocols import Protocol, get_protocol
-from .objectives.base import seeded_network
+from .networks import seeded_network
 from .registry import Registry, build_config
 from .runtime import phase
 

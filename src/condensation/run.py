@@ -30,7 +30,7 @@ from .objectives import create_objective
 from .pruning import POST_CONDENSE
 from .recipes import get_recipe
 from .registry import build_config
-from .runtime import check_precision, phase, tune_process
+from .runtime import check_precision, phase, resolve_device, tune_process
 from .selection import SELECTIONS
 
 
@@ -94,18 +94,6 @@ def load_run_config(path: str | Path, **overrides) -> RunConfig:
         raise ConfigError(f"config file '{path}' must hold a table of settings, got {type(values).__name__}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return build_config(RunConfig, values, "run")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
-    return distributed.local_device(device)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -220,7 +208,8 @@ def plan_run(config: RunConfig) -> Plan:
                               "needs evaluation on the test split")
     snapshots = tuple(config.snapshots)
     if any(not isinstance(f, (int, float)) or not 0 < f < 1 for f in snapshots) or len(set(snapshots)) != len(snapshots):
-        raise ConfigError(f"snapshots must be distinct fractions strictly between 0 and 1 (e.g. 0.25, 0.5), got {list(snapshots)}")
+        raise ConfigError("snapshots must be distinct fractions strictly between 0 and 1 (e.g. 0.25, 0.5), got "
+                          f"{list(snapshots)}")
     if snapshots and recipe.selection:
         raise ConfigError(f"recipe '{recipe.name}' selects real images without condensing; it has no snapshots")
     post_condense_settings = {**recipe.post_condense_settings, **config.post_condense_settings}

@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from . import distributed
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
@@ -98,3 +99,16 @@ def phase(what: str, enabled: bool = True):
     started = time.perf_counter()
     yield
     print(f"condense: {what}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" (CUDA when present, else the CPU), "cpu", "cuda" or "cuda:N"; under torchrun, the rank's own GPU."""
+    if name == "auto":
+        return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
+    return distributed.local_device(device)

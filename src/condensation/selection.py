@@ -9,7 +9,7 @@ from .containers.pixels import Pixels
 from .engine.real import RealPool
 from .engine.train import TrainSettings, train_network
 from .containers.base import Batch
-from .objectives.base import seeded_network
+from .networks import seeded_network
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ def herding_order(features: torch.Tensor, count: int) -> torch.Tensor:
     return torch.tensor(chosen, device=features.device)
 
 
-def select_herding(container: Pixels, real: RealPool, generator: torch.Generator, config: HerdingConfig = HerdingConfig()) -> None:
+def select_herding(container: Pixels, real: RealPool, generator: torch.Generator,
+                   config: HerdingConfig = HerdingConfig()) -> None:
     """Herding in the penultimate features of a briefly trained ConvNet."""
     network = seeded_network(config.feature_network, container.spec, generator, real.device)
     settings = TrainSettings(steps=config.training_steps, batch_size=config.training_batch_size, schedule="constant")

@@ -86,7 +86,6 @@ def test_index_layout_and_round_trip(rgb_spec):
     real, pre = tiny_real(rgb_spec)
     container = create_container("factorization", rgb_spec, 5, pre, hallucinators=3, bases_per_class=2, base_downsample=2)
     container.initialize(real, torch.Generator().manual_seed(0))
-    nb = 2
     assert container.generated_per_class() == 6
     everything = container.generate_all(torch.Generator().manual_seed(5))
     with torch.no_grad():  # class 2, image 5 = hallucinator 5 // nb = 2 on basis 5 % nb = 1

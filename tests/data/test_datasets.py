@@ -307,7 +307,9 @@ def test_image_folder_without_splits_holds_out_a_fixed_stratified_fifth(tmp_path
     assert torch.bincount(first.test.labels).tolist() == [2, 2, 2]
     assert torch.bincount(first.train.labels).tolist() == [8, 8, 8]
     assert torch.equal(first.test.images, second.test.images)
-    ids = lambda split: {round(v * 255) for v in split.images[:, 0, 0, 0].tolist()}
+    def ids(split):
+        return {round(v * 255) for v in split.images[:, 0, 0, 0].tolist()}
+
     assert ids(first.train).isdisjoint(ids(first.test)) and ids(first.train) | ids(first.test) == set(range(30))
     # labels travel with their images
     for split in (first.train, first.test):
@@ -336,7 +338,9 @@ def test_image_folder_formats_and_a_gray_colour_mix(tmp_path):
     images = torch.cat([raw.train.images, raw.test.images])
     labels = torch.cat([raw.train.labels, raw.test.labels])
     assert images.shape == (6, 3, 4, 4)
-    as_float = lambda array: torch.from_numpy(np.asarray(array).copy()).float() / 255
+    def as_float(array):
+        return torch.from_numpy(np.asarray(array).copy()).float() / 255
+
     for image in images[labels == 1]:
         assert all(torch.equal(image[c], as_float(gray)) for c in range(3))
     palette_rgb = as_float(files["colour/0.png"].convert("RGB")).permute(2, 0, 1)

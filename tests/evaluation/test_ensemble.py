@@ -12,7 +12,7 @@ from condensation.evaluation import evaluate_container, evaluate_on_splits, get_
 from condensation.evaluation import evaluate as evaluate_module
 from condensation.evaluation.evaluate import network_generator
 from condensation.networks import NETWORKS
-from condensation.objectives.base import seeded_network
+from condensation.networks import seeded_network
 from tests.conftest import tiny_real
 
 BATCH_NORM_ARCHITECTURES = ("convnet_bn", "resnet18_bn", "vgg11_bn")

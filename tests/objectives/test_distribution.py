@@ -10,7 +10,8 @@ from ..conftest import tiny_real
 
 def test_linear_kernel_mmd_equals_dm_exactly():
     generator = torch.Generator().manual_seed(0)
-    synthetic, real = torch.randn(7, 16, generator=generator, dtype=torch.float64), torch.randn(11, 16, generator=generator, dtype=torch.float64)
+    synthetic = torch.randn(7, 16, generator=generator, dtype=torch.float64)
+    real = torch.randn(11, 16, generator=generator, dtype=torch.float64)
     dm = mmd_squared(synthetic, real, "mean")
     linear = mmd_squared(synthetic, real, "linear")
     assert torch.allclose(dm, linear, rtol=1e-12, atol=1e-12)

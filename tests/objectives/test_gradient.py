@@ -6,7 +6,8 @@ from condensation.containers import create_container
 from condensation.engine.checkpoint import load_checkpoint
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
 from condensation.errors import ConfigError
-from condensation.objectives import create_objective, seeded_network
+from condensation.networks import seeded_network
+from condensation.objectives import create_objective
 from condensation.objectives import gradient as gradient_module
 from condensation.objectives.gradient import (
     absolute_distance, cosine_distance, dc_loops, layer_cosine_distance, matching_loss, squared_distance,

@@ -18,7 +18,7 @@ from condensation.engine.real import RealPool
 from condensation.engine.experts import MANIFEST, ExpertConfig, build_network, train_experts
 from condensation.errors import ConfigError
 from condensation.objectives import create_objective
-from condensation.objectives.trajectory import FunctionalNetwork, TrajectoryMatchingConfig
+from condensation.objectives.trajectory import FunctionalNetwork
 
 from ..conftest import tiny_real
 
@@ -239,7 +239,8 @@ def test_distill_with_the_mtt_recipe_saves_the_learned_step_size(tmp_path):
     config = ExpertConfig(network_settings={"width": 4, "depth": 1}, experts=1, epochs=3, real_images=200,
                           preprocessing="normalize")
     train_experts(load_dataset("digits"), config, experts_dir, torch.Generator().manual_seed(0), progress=False)
-    run = RunConfig(recipe="mtt", dataset="digits", iterations=2, preprocessing="normalize", out=str(tmp_path / "run"), device="cpu",
+    run = RunConfig(recipe="mtt", dataset="digits", iterations=2, preprocessing="normalize", out=str(tmp_path / "run"),
+                    device="cpu",
                     objective_settings={"experts": str(experts_dir), "syn_steps": 2}, evaluate=False, progress=False)
     distill(run)
     metadata = json.loads((tmp_path / "run" / "metadata.json").read_text())

@@ -37,6 +37,7 @@ from ..data.augment import DSA, DSAConfig, flips_allowed
 from ..data.datasets import DataSpec
 from ..distributed import stream_of
 from ..errors import BudgetError, ConfigError
+from ..networks import seeded_network
 from .base import CONTAINERS, Batch, Container
 
 BUDGET_MODES = ("strict", "paper")
@@ -164,8 +165,6 @@ class Adversary:
     container's parameters, state_dict and stored floats never include it (not stored, not counted)."""
 
     def __init__(self, spec: DataSpec, config: FactorizationConfig, generator: torch.Generator, device):
-        from ..objectives.base import seeded_network  # imported here: containers do not depend on objectives at import
-
         self.config = config
         self.network = seeded_network(config.adversary_network, spec, generator, device)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=config.adversary_learning_rate,

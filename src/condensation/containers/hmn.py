@@ -372,7 +372,8 @@ def _resolve(spec: DataSpec, images_per_class: int, config: HMNConfig) -> HMNCon
         if count < 1:
             shared = shared_floats(sizes, spec, config.norm)
             raise BudgetError(
-                f"hmn shared parts need {shared:,} floats and one instance per class {spec.num_classes * instance_floats(sizes):,} "
+                f"hmn shared parts need {shared:,} floats and one instance per class "
+                f"{spec.num_classes * instance_floats(sizes):,} "
                 f"more, over the budget of {int((1 + config.over_budget) * spec.budget_floats(images_per_class)):,} "
                 f"({1 + config.over_budget:g} x B, IPC {images_per_class}): GIPC would be {count}; lower "
                 f"dataset_channels, feature_channels, class_channels, instance_channels or decoder_width, or raise the IPC")

@@ -40,7 +40,9 @@ def digits(root=None, download: bool = False) -> RawSplits:
     train_x, test_x, train_y, test_y = train_test_split(
         images, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0
     )
-    to_split = lambda x, y: Split(torch.from_numpy(x).unsqueeze(1).contiguous(), torch.from_numpy(y).long())
+    def to_split(x, y) -> Split:
+        return Split(torch.from_numpy(x).unsqueeze(1).contiguous(), torch.from_numpy(y).long())
+
     return RawSplits(to_split(train_x, train_y), to_split(test_x, test_y), tuple(str(i) for i in range(10)), False)
 
 

@@ -137,7 +137,8 @@ def train_expert(spec: DataSpec, inputs: torch.Tensor, labels: torch.Tensor, con
 
     settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
                              momentum=config.momentum, weight_decay=config.weight_decay, schedule="constant")
-    augment = DSA(DSAConfig(mode="single"), flip_allowed=flips_allowed(config.flip_rule, spec.flip_allowed)) if config.dsa else None
+    flip = flips_allowed(config.flip_rule, spec.flip_allowed)
+    augment = DSA(DSAConfig(mode="single"), flip_allowed=flip) if config.dsa else None
     train_network(network, epoch_batch, settings, generator, augment)
     snapshots.append(flatten_parameters(network).float().cpu())
     if on_epoch is not None:
@@ -341,27 +342,3 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-def experts_command(args, settings: dict) -> int:
-    """``condense experts``: settings come from ``--config`` (a JSON object), then ``--set key=value``;
-    the key ``preset`` ('paper' or 'cpu') picks the starting values, the other keys are ExpertConfig fields."""
-    from ..data import load_dataset
-    from ..run import resolve_device
-
-    values: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise ConfigError(f"expert config file '{path}' does not exist")
-        try:
-            values.update(json.loads(path.read_text()))
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"expert config file '{path}' is not valid JSON: {error}") from None
-    values.update(settings)
-    config = expert_config(values.pop("preset", "paper"), **values)
-    device = resolve_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_root, validation_fraction=config.validation_fraction)
-    generator = torch.Generator().manual_seed(args.seed)
-    buffer = train_experts(dataset, config, args.out, generator, device, progress=not args.quiet)
-    print(f"{buffer.count} experts x {buffer.epochs} epochs ({buffer.parameter_count:,} parameters each, "
-          f"{config.preprocessing} preprocessing) in {args.out}")
-    return 0

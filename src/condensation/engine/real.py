@@ -34,7 +34,8 @@ class RealPool:
         """Up to ``count`` random preprocessed images of one class (without replacement)."""
         return self.inputs[self._choose(class_index, count, generator, replace_if_short)]
 
-    def sample_raw(self, class_index: int, count: int, generator: torch.Generator, replace_if_short: bool = False) -> torch.Tensor:
+    def sample_raw(self, class_index: int, count: int, generator: torch.Generator,
+                   replace_if_short: bool = False) -> torch.Tensor:
         return self.raw[self._choose(class_index, count, generator, replace_if_short)]
 
     def sample_classes(self, classes: list[int], count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from ..engine.train import (TrainSettings, accuracy, can_train_as_ensemble, make
                             train_network)
 from ..distributed import gather, rank, world_size
 from ..errors import ConfigError
-from ..objectives.base import seeded_network
+from ..networks import seeded_network
 from ..runtime import check_precision
 from .protocols import Protocol
 

@@ -101,6 +101,15 @@ def create_network(name: str, spec: DataSpec, **overrides) -> Network:
     return NETWORKS.get(name)(spec, **overrides)
 
 
+def seeded_network(name: str, spec: DataSpec, generator: torch.Generator, device, **overrides) -> nn.Module:
+    """Build a network with weights drawn from a seed taken from ``generator`` (no global RNG leaks)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = create_network(name, spec, **overrides)
+    return network.to(device)
+
+
 def default_depth(spec: DataSpec) -> int:
     """ConvNet-3 for 28/32 px (and smaller), 4 for 64 px, 5 for 128 px (the field's convention)."""
     size = max(spec.height, spec.width)

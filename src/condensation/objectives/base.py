@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.augment import DSA, DSAConfig, flips_allowed
 from ..data.datasets import DataSpec
-from ..networks import create_network
+from ..networks import seeded_network
 from ..registry import Registry, build_config
 from ..runtime import check_precision
 
@@ -88,15 +88,6 @@ class Objective:
             return None
         config = DSAConfig(mode=mode) if strategy is None else DSAConfig(mode=mode, strategy=strategy)
         return DSA(config, flip_allowed=flips_allowed(getattr(self.config, "flip_rule", "dataset"), self.spec.flip_allowed))
-
-
-def seeded_network(name: str, spec: DataSpec, generator: torch.Generator, device, **overrides) -> nn.Module:
-    """Build a network with weights drawn from a seed taken from ``generator`` (no global RNG leaks)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        network = create_network(name, spec, **overrides)
-    return network.to(device)
 
 
 def create_objective(name: str, spec: DataSpec, device="cpu", precision: str = "fp32", **overrides) -> Objective:
