@@ -12,6 +12,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from condensation.formatting import format_mean_std
+
 
 def load_summaries(results: Path, prefix: str) -> list[dict]:
     base = results / prefix
@@ -19,12 +21,10 @@ def load_summaries(results: Path, prefix: str) -> list[dict]:
 
 
 def mean_std(values: list[float]) -> str:
-    """"m ± s (n=N)" over seeds; one value has no spread to show."""
+    """"m ± s (n=N)" over seeds (sample std); one value has no spread to show."""
     if not values:
         return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f} (n=1)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+    return format_mean_std(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
 
 
 def paired_interval(differences: list[float]) -> tuple[float, float, float] | None:

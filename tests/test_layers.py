@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "condensation"
 
 # lowest first; a module may import its own layer and those below it
 LAYERS = [
-    ["condensation", "errors", "io", "registry", "runtime", "distributed"],
+    ["condensation", "errors", "formatting", "io", "registry", "runtime", "distributed"],
     ["data"],
     ["networks"],
     ["containers"],

@@ -308,17 +308,18 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 def format_results_table(rows: list[dict]) -> str:
     """The small table the README's main command prints."""
+    from .formatting import format_mean_std
+
     header = f"{'method':<10} {'IPC':>4} {'stored floats':>14} {'images/class':>12} {'test accuracy %':>18} {'random real %':>16}"
     lines = [header, "-" * len(header)]
     for r in rows:
         accuracies = r.get("accuracy") or r.get("validation_accuracy") or {}
         first = next(iter(accuracies.values()), None)
-        accuracy_text = (f"{first['mean']:.2f} (n=1)" if first["n"] == 1 else
-                         f"{first['mean']:.2f} ± {first['std']:.2f}") if first else "not evaluated"
+        shown = format_mean_std(first["mean"], first["std"], first["n"]) if first else "not evaluated"
         baseline = r.get("random_baseline")
         baseline_text = f"{baseline['mean']:.2f} ± {baseline['std']:.2f}" if baseline else "-"
         lines.append(f"{r['recipe']:<10} {r['ipc']:>4} {r['stored_floats']:>14,} {r['generated_images_per_class']:>12} "
-                     f"{accuracy_text:>18} {baseline_text:>16}")
+                     f"{shown:>18} {baseline_text:>16}")
     protocol = rows[0]["protocol"] if rows else {}
     if protocol:
         lines.append(f"protocol '{protocol['name']}': {protocol.get('description', '')}")
@@ -349,6 +350,7 @@ def format_results_table(rows: list[dict]) -> str:
 
 def _evaluate(args) -> int:
     from .evaluation import PROTOCOLS
+    from .formatting import format_mean_std
     from .run import evaluate_artifact
 
     overrides = _key_values(args.protocol_set, "--protocol-set")
@@ -359,18 +361,11 @@ def _evaluate(args) -> int:
     print(f"architectures evaluated: {', '.join(result['architectures'])}; seed {result['seed']}, "
           f"precision {result['precision']}")
     for architecture, summary in result["accuracy"].items():
-        print(f"{architecture}: {accuracy_text(summary)}")
+        print(f"{architecture}: {format_mean_std(summary['mean'], summary['std'], summary['n'])}")
     if "recorded_in" in result:
         print(f"recorded in {result['recorded_in']}")
     print(json.dumps(result, indent=2))
     return 0
-
-
-def accuracy_text(summary: dict) -> str:
-    """'mean ± std (n=N)', or 'mean (n=1)' for one network (a std over one value says nothing)."""
-    if summary["n"] == 1:
-        return f"{summary['mean']:.2f} (n=1)"
-    return f"{summary['mean']:.2f} ± {summary['std']:.2f} (n={summary['n']})"
 
 
 def describe_protocol(settings: dict, preset=None) -> str:
@@ -526,11 +521,14 @@ def _report(args) -> int:
 
 def markdown_table(rows: list[dict]) -> str:
     """One row per run: what it stored, what it generated, what it scored, under which protocol."""
+    from .formatting import format_mean_std
+
     lines = ["| recipe | dataset | seed | container | objective | IPC | iterations | stored floats (ratio to B) | "
              "images/class | accuracy % (mean ± std, n) | random real % (draws) | protocol | distill s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        accuracy = "; ".join(f"{name}: {a['mean']:.2f} ± {a['std']:.2f} (n={a['n']})" for name, a in r["accuracy"].items()) or "-"
+        accuracy = "; ".join(f"{name}: {format_mean_std(a['mean'], a['std'], a['n'])}"
+                             for name, a in r["accuracy"].items()) or "-"
         if r.get("paper_report"):
             accuracy += f"; paper statistic {r['paper_report']['mean']:.2f} (selected on the test set)"
         baseline = r.get("random_baseline")

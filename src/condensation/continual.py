@@ -55,6 +55,7 @@ from .containers.memories import MemoriesConfig
 from .data import DATASETS, DataSpec, Preprocessing, Split, load_dataset
 from .errors import ArtifactError, ConfigError
 from .evaluation.evaluate import AccuracySummary, evaluate_on_splits
+from .formatting import format_mean_std
 from .io import DirectoryLock, tomllib
 from .registry import Registry, build_config
 from .run import RunConfig, distill, fingerprint, plan_run, run_stage
@@ -548,7 +549,7 @@ def _accuracy_line(entry: dict) -> str:
 
 
 def _mean_std(stats: dict) -> str:
-    return f"{stats['mean']:.2f} (n=1)" if stats["n"] == 1 else f"{stats['mean']:.2f} ± {stats['std']:.2f} (n={stats['n']})"
+    return format_mean_std(stats["mean"], stats["std"], stats["n"])
 
 
 def _say(config: ContinualConfig, text: str) -> None:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from .artifacts import is_artifact, load_artifact, load_results
 from .errors import ArtifactError
+from .formatting import format_mean_std
 
 IMAGES_PER_CLASS = 10  # columns of a run's image grid
 MAX_CLASSES = 20  # rows of a run's image grid: 25 runs x 200 classes would make a page of tens of megabytes
@@ -104,9 +105,7 @@ def mean_std(stats: dict | None, n: int | None) -> str:
     """'mean ± std (n=k)'; with one value a std of 0.00 would claim a precision nobody measured."""
     if not stats:
         return "–"
-    if n == 1:
-        return f"{number(stats.get('mean'))} (n=1)"
-    return f"{number(stats.get('mean'))} ± {number(stats.get('std'))} (n={n})"
+    return format_mean_std(stats.get("mean"), stats.get("std"), n, number)
 
 
 def seconds(value) -> str:

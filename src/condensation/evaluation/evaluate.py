@@ -18,6 +18,7 @@ from ..engine.train import (TrainSettings, accuracy, can_train_as_ensemble, make
                             train_network)
 from ..distributed import gather, rank, world_size
 from ..errors import ConfigError
+from ..formatting import format_mean_std
 from ..networks import seeded_network
 from ..runtime import check_precision
 from .protocols import Protocol
@@ -36,7 +37,7 @@ class AccuracySummary:
         return cls(float(array.mean()), float(array.std()), len(values), [round(v, 4) for v in values])
 
     def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}"
+        return format_mean_std(self.mean, self.std, self.n)
 
 
 def train_settings(protocol: Protocol, learning_rate: float | None = None) -> TrainSettings:
