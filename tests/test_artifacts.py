@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from condensation.artifacts import (METADATA_DIGEST, export_dc, export_mtt, load_artifact, load_results,
-                                    metadata_digest, save_artifact)
+from condensation.artifacts import METADATA_DIGEST, load_artifact, load_results, metadata_digest, save_artifact
+from condensation.exports import export_dc, export_mtt
 from condensation.cli import markdown_table
 from condensation.containers import create_container
 from condensation.data import Preprocessing

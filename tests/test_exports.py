@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import condensation
-from condensation import artifacts as artifacts_module
-from condensation.artifacts import (EXPORT_FORMATS, export_artifact, image_folder_names, load_artifact, save_artifact,
-                                    save_grid)
+from condensation import exports as exports_module
+from condensation.artifacts import load_artifact, save_artifact, save_grid
+from condensation.exports import EXPORT_FORMATS, export_artifact, image_folder_names
 from condensation.containers import create_container
 from condensation.data import DATASETS, DataSpec, load_dataset
 from condensation.data.sources import _stratified_test_mask
@@ -74,7 +74,7 @@ def test_dc_export_is_a_directory_with_res_pt_and_its_preprocessing(digits_run, 
 
 def test_mtt_export_keeps_mtts_file_names(digits_run, tmp_path):
     artifact = load_artifact(digits_run)
-    images_path, labels_path = artifacts_module.export_mtt(artifact, tmp_path / "mtt")
+    images_path, labels_path = exports_module.export_mtt(artifact, tmp_path / "mtt")
     assert images_path == tmp_path / "mtt" / "images_best.pt"
     assert torch.equal(torch.load(images_path), artifact.generated_images)
     assert torch.equal(torch.load(labels_path), artifact.generated_labels)
@@ -208,7 +208,7 @@ def test_a_failing_export_leaves_nothing_behind(digits_run, tmp_path, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(artifacts_module, "_write_export_notes", broken)
+    monkeypatch.setattr(exports_module, "_write_export_notes", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         export_artifact(load_artifact(digits_run), "dc", tmp_path / "dc")
     assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "condensation"
 
 # lowest first; a module may import its own layer and those below it
 LAYERS = [
-    ["condensation", "errors", "formatting", "io", "registry", "runtime", "distributed"],
+    ["condensation", "errors", "formatting", "io", "registry", "runtime", "distributed", "schema"],
     ["data"],
     ["networks"],
     ["containers"],
@@ -18,7 +18,7 @@ LAYERS = [
     ["engine.condense"],
     ["recipes", "evaluation"],
     ["selection", "pruning", "artifacts"],
-    ["query", "run"],
+    ["query", "run", "exports"],
     ["continual"],
     ["report"],
     ["cli", "__main__"],

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from condensation.artifacts import atomic_write_json, metadata_digest
+from condensation.artifacts import metadata_digest
+from condensation.io import atomic_write_json
 from condensation.report import IMAGES_PER_CLASS, image_grid, write_html_report
 from condensation.run import RunConfig, distill
 

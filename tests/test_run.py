@@ -171,3 +171,23 @@ def test_isolate_classes_is_a_named_run_option_off_by_default(tmp_path):
     assert plan_run(RunConfig(recipe="hmn", dataset="digits")).optimizer.isolate_classes is False
     assert plan_run(RunConfig(recipe="hmn", dataset="digits", isolate_classes=True)).optimizer.isolate_classes is True
     assert plan_run(RunConfig(recipe="idc", dataset="digits", isolate_classes=True)).optimizer.isolate_classes is True
+
+
+def test_a_cpu_limited_run_saves_and_evaluates_snapshots_at_fractions_of_its_budget(tmp_path):
+    results = distill(_config(tmp_path, iterations=100_000, cpu_limit="2s", snapshots=(0.25, 0.5),
+                              random_baseline=False))
+    assert results["stopped_by_cpu_limit"] is True and results["stopped_by_time_limit"] is False
+    assert 2.0 <= results["condense_cpu_seconds"] and results["cpu_limit_seconds"] == 2.0
+    assert results["world_size"] == 1
+    rows = results["snapshots"]
+    assert [row["fraction"] for row in rows] == [0.25, 0.5]
+    assert rows[0]["iterations"] < rows[1]["iterations"] < results["iterations"]
+    assert 0.5 <= rows[0]["condense_cpu_seconds"] < rows[1]["condense_cpu_seconds"] < results["condense_cpu_seconds"]
+    for row in rows:
+        snapshot = load_artifact(tmp_path / "run" / "snapshots" / f"{row['fraction'] * 100:g}")
+        assert snapshot.metadata["iterations"] == row["iterations"] and row["accuracy"]["convnet"]["n"] >= 1
+    # the CPU budget decides where the run stops, not what it computes: a resume may change it
+    from condensation.run import RunConfig, fingerprint
+
+    assert fingerprint(RunConfig(recipe="dm", dataset="digits", cpu_limit="1m")) == fingerprint(
+        RunConfig(recipe="dm", dataset="digits", cpu_limit="2m", snapshots=(0.5,)))

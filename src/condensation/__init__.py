@@ -14,7 +14,7 @@ _LAZY = {
     "load_run_config": "run",
     "load_artifact": "artifacts",
     "Artifact": "artifacts",
-    "export_artifact": "artifacts",
+    "export_artifact": "exports",
 }
 
 __all__ = ["__version__", *_LAZY]

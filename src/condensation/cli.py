@@ -469,7 +469,8 @@ def _storage_line(recipe, dataset: str, ipc: int) -> str:
 
 
 def _export(args) -> int:
-    from .artifacts import export_artifact, load_artifact
+    from .artifacts import load_artifact
+    from .exports import export_artifact
 
     artifact = load_artifact(args.artifact)
     written = export_artifact(artifact, args.format, args.out)

@@ -47,8 +47,9 @@ from typing import Callable
 import torch
 
 from . import __version__, distributed
-from .artifacts import (ACCURACY, BOOLEAN, COUNT, INTEGER, LIST, NUMBER, POSITIVE, STRING, MapOf, atomic_write_bytes,
-                        atomic_write_json, check_schema, load_artifact, read_json)
+from .artifacts import load_artifact
+from .io import atomic_write_bytes, atomic_write_json
+from .schema import ACCURACY, BOOLEAN, COUNT, INTEGER, LIST, NUMBER, POSITIVE, STRING, MapOf, check_schema, read_json
 from .containers import create_container
 from .containers.base import Batch, Container
 from .containers.memories import MemoriesConfig

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed
-from .artifacts import atomic_write_json, is_artifact, load_artifact, save_artifact
+from .artifacts import is_artifact, load_artifact, save_artifact
 from .containers import create_container
 from .data import Preprocessing, load_dataset
 from .engine.checkpoint import fingerprint_of_checkpoint
@@ -24,7 +24,7 @@ from .engine.condense import LoopConfig, OptimizerConfig, condense
 from .engine.real import RealPool
 from .errors import ConfigError
 from .evaluation import AccuracySummary, evaluate_container, get_protocol
-from .io import DirectoryLock, tomllib
+from .io import DirectoryLock, atomic_write_json, tomllib
 from .networks import NETWORKS, create_network
 from .objectives import create_objective
 from .pruning import POST_CONDENSE
@@ -452,6 +452,7 @@ def _distill_stages(out: Path, config: RunConfig, plan: Plan, stage: str, run_fi
                                                      {first: results["accuracy"][first]}, metadata["iterations"]),
                                    "source": plan.recipe.sources.get("paper_report.every", "")}
     results.update(peak_memory_bytes=peak_memory_bytes(device), device=str(device), torch_version=torch.__version__,
+                   world_size=distributed.world_size(),
                    library_version=__version__, python_version=platform.python_version())
     if writer:
         atomic_write_json(out / "results.json", results)

@@ -18,7 +18,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from condensation.data import DATASETS, load_dataset
+from condensation.data import DATASETS, Split, load_dataset
 from condensation.errors import ConfigError, DataError
 
 TINY_IMAGENET = "tiny-imagenet-200-subset"
@@ -425,3 +425,11 @@ def test_image_folder_resizes_mixed_sizes_when_asked(tmp_path):
         load_dataset("digits", None, image_size=8)
     with pytest.raises(DataError, match="image_size must be an integer"):
         load_dataset("image_folder", tmp_path, image_size="big")
+
+
+def test_a_split_is_a_map_style_dataset_a_dataloader_batches():
+    split = Split(torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 1, 0]))
+    image, label = split[3]
+    assert torch.equal(image, split.images[3]) and label == 1
+    images, labels = next(iter(torch.utils.data.DataLoader(split, batch_size=4)))
+    assert torch.equal(images, split.images[:4]) and labels.tolist() == [0, 1, 2, 1]

@@ -71,6 +71,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """(image (C, H, W) in [0, 1], label): a map-style dataset, so a DataLoader can batch a split."""
+        return self.images[index], int(self.labels[index])
+
     def class_indices(self, num_classes: int) -> list[torch.Tensor]:
         """Per-class index: element c holds the positions of class c."""
         order = torch.argsort(self.labels, stable=True)
