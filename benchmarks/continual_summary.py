@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from condensation.continual import first_architecture, load_continual, plot_continual
+from condensation.results.continual import first_architecture, load_continual, plot_continual
 from study_report import paired_interval
 
 SUMMARIES = Path(__file__).resolve().parent / "results" / "continual"

@@ -11,9 +11,9 @@ from PIL import Image
 
 import condensation.continual as continual_module
 from condensation.containers import create_container
-from condensation.continual import (ContinualConfig, StoredMemory, continual, get_stream,
-                                    load_continual, load_stream_data, markdown_table, mnist_fashion_mnist,
-                                    plot_continual, split_fashion_mnist, split_mnist)
+from condensation.continual import (ContinualConfig, StoredMemory, continual, get_stream, load_stream_data,
+                                    mnist_fashion_mnist, split_fashion_mnist, split_mnist)
+from condensation.results.continual import load_continual, markdown_table, plot_continual
 from condensation.data import DataSpec, Preprocessing, Split, load_dataset
 from condensation.data.datasets import class_subset
 from condensation.engine.real import RealPool

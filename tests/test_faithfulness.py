@@ -8,7 +8,7 @@ import torch
 from condensation.data.augment import DSA, DSAConfig
 from condensation.data.datasets import DataSpec
 from condensation.engine.experts import ExpertConfig
-from condensation.engine.train import make_evaluation_augment
+from condensation.data.augment import make_evaluation_augment
 from condensation.evaluation import get_protocol
 from condensation.objectives import create_objective
 from condensation.recipes import get_recipe

@@ -150,3 +150,22 @@ def test_a_setting_an_older_run_did_not_record_is_not_a_protocol_difference():
     assert protocol_key(current) == protocol_key(older)
     overridden = {"protocol": {"name": "cpu", "steps": 100}}
     assert protocol_key(overridden) != protocol_key(older)
+
+
+def test_the_report_does_not_import_the_training_code(tmp_path):
+    """condense report reads results files: it must not pull in the runner, the objectives or network training."""
+    import subprocess
+    import sys
+
+    from condensation.run import RunConfig, distill
+
+    distill(RunConfig(recipe="random", dataset="digits", ipc=1, protocol="smoke", out=str(tmp_path / "run"),
+                      progress=False))
+    code = ("import sys; from condensation.report import write_html_report; "
+            f"write_html_report([{str(tmp_path / 'run')!r}], {str(tmp_path / 'page.html')!r}); "
+            "print(','.join(sorted(m for m in sys.modules if m.startswith('condensation'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(",")
+    training = [m for m in loaded if m.startswith(("condensation.run", "condensation.continual", "condensation.engine",
+                                                   "condensation.objectives", "condensation.evaluation.evaluate",
+                                                   "condensation.pruning"))]
+    assert not training and "condensation.results.continual" in loaded

@@ -543,7 +543,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 def _continual(args) -> int:
     """``condense continual``: the distill command's flag names, plus the stream's."""
-    from .continual import PLOT_FILE, RESULTS_FILE, ContinualConfig, continual, default_out, format_continual_table
+    from .continual import ContinualConfig, continual, default_out
+    from .results.continual import PLOT_FILE, RESULTS_FILE, format_continual_table
     from .registry import build_config
 
     flags = {name: getattr(args, name, None) for name in (

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,22 +46,20 @@ import torch
 
 from . import __version__, distributed
 from .artifacts import load_artifact
-from .io import atomic_write_bytes, atomic_write_json
-from .schema import ACCURACY, BOOLEAN, COUNT, INTEGER, LIST, NUMBER, POSITIVE, STRING, MapOf, check_schema, read_json
+from .io import atomic_write_json
+from .schema import read_json
 from .containers import create_container
 from .containers.base import Batch, Container
 from .containers.memories import MemoriesConfig
 from .data import DATASETS, DataSpec, Preprocessing, Split, load_dataset
 from .errors import ArtifactError, ConfigError
 from .evaluation.evaluate import AccuracySummary, evaluate_on_splits
-from .formatting import format_mean_std
+from .results.continual import PLOT_FILE, RESULTS_FILE, format_accuracy, plot_continual
 from .io import DirectoryLock, tomllib
 from .registry import Registry, build_config
 from .run import RunConfig, distill, fingerprint, plan_run, run_stage
 from .runtime import resolve_device, tune_process
 
-RESULTS_FILE = "continual.json"
-PLOT_FILE = "continual.png"
 SCHEMA_VERSION = 1
 
 
@@ -544,195 +540,11 @@ def _summary(record: dict) -> dict:
 
 
 def _accuracy_line(entry: dict) -> str:
-    shown = "; ".join(f"{arch} {_mean_std(stats)}" for arch, stats in entry["accuracy"].items())
+    shown = "; ".join(f"{arch} {format_accuracy(stats)}" for arch, stats in entry["accuracy"].items())
     return (f"{entry['classes_seen']} classes seen, accuracy % {shown}, {entry['stored_floats_so_far']:,} floats "
             "stored")
-
-
-def _mean_std(stats: dict) -> str:
-    return format_mean_std(stats["mean"], stats["std"], stats["n"])
 
 
 def _say(config: ContinualConfig, text: str) -> None:
     if config.progress:
         print(f"condense continual: {text}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------------------------- reading
-# every key the table, the plot and the HTML report read (a run directory can be hostile)
-RECORD_SCHEMA = {"kind": STRING, "label": STRING, "recipe": STRING, "ipc": POSITIVE, "seed": INTEGER,
-                 "stream": {"name": STRING, "tasks": LIST}, "protocol": {"name": STRING}, "tasks": LIST,
-                 "finished": BOOLEAN, "budget_floats_per_task": LIST}
-TASK_SCHEMA = {"task": POSITIVE, "classes_seen": POSITIVE, "stored_floats": COUNT, "stored_floats_so_far": COUNT,
-               "accuracy": ACCURACY}
-SUMMARY_SCHEMA = {"final_accuracy": ACCURACY, "final_average_accuracy": MapOf(NUMBER),
-                  "average_incremental_accuracy": MapOf(NUMBER), "total_stored_floats": COUNT,
-                  "total_budget_floats": COUNT}
-
-
-def is_continual_run(directory: str | Path) -> bool:
-    return (Path(directory) / RESULTS_FILE).is_file()
-
-
-def load_continual(directory: str | Path) -> dict:
-    """A continual run's continual.json, checked for every key a table, plot or report reads."""
-    path = Path(directory) / RESULTS_FILE
-    if not path.exists():
-        raise ArtifactError(f"'{directory}' holds no continual run (no {RESULTS_FILE})")
-    record = read_json(path)
-    check_schema(record, RECORD_SCHEMA, "", path)
-    if record["kind"] != "continual":
-        raise ArtifactError(f"{path}: kind must be \"continual\", got {json.dumps(record['kind'])[:40]}")
-    for index, entry in enumerate(record["tasks"]):
-        check_schema(entry, TASK_SCHEMA, f"tasks[{index}]", path)
-    if record["finished"]:
-        check_schema(record, SUMMARY_SCHEMA, "", path)
-    return record
-
-
-def format_continual_table(record: dict) -> str:
-    """What ``condense continual`` prints: accuracy after each task, then the stream's summary."""
-    architectures = list(record["tasks"][0]["accuracy"]) if record["tasks"] else []
-    stream = record["stream"]
-    order = f", class order seed {stream['order_seed']}" if stream.get("order_seed") is not None else ""
-    lines = [f"continual: {stream['name']} ({len(stream['tasks'])} tasks{order}), {record['label']}, IPC "
-             f"{record['ipc']}, seed {record['seed']}, protocol '{record['protocol']['name']}'"]
-    header = f"{'task':>4} {'classes':<24} {'seen':>4} {'stored floats':>14} " + " ".join(
-        f"{arch + ' accuracy % (seen classes)':>34}" for arch in architectures)
-    lines += [header, "-" * len(header)]
-    for entry, task in zip(record["tasks"], stream["tasks"]):
-        classes = ",".join(map(str, task.get("classes", [])))
-        lines.append(f"{entry['task']:>4} {task.get('dataset', '?') + ' ' + classes:<24} {entry['classes_seen']:>4} "
-                     f"{entry['stored_floats_so_far']:>14,} " + " ".join(
-                         f"{_mean_std(entry['accuracy'][arch]):>34}" for arch in architectures))
-    if record.get("finished"):
-        for arch in architectures:
-            lines.append(f"{arch}: final accuracy {_mean_std(record['final_accuracy'][arch])} on all "
-                         f"{record['tasks'][-1]['classes_seen']} classes; final average accuracy over the "
-                         f"{len(record['tasks'])} tasks {record['final_average_accuracy'][arch]:.2f}; average "
-                         f"incremental accuracy {record['average_incremental_accuracy'][arch]:.2f}")
-        lines.append(f"stored: {record['total_stored_floats']:,} floats in all (budget "
-                     f"{record['total_budget_floats']:,}: {record['ipc']} x C x H x W per class)")
-    else:
-        lines.append(f"unfinished: {len(record['tasks'])} of {len(stream['tasks'])} tasks evaluated")
-    return "\n".join(lines)
-
-
-def markdown_table(records: list[dict]) -> str:
-    """One row per continual run (for ``condense report``): the accuracy after each task and the summary."""
-    longest = max((len(r["tasks"]) for r in records), default=0)
-    lines = ["| method | stream | IPC | seed | " + " | ".join(f"after task {t}" for t in range(1, longest + 1)) +
-             " | final average accuracy | stored floats | protocol |",
-             "|---|---|---|---|" + "---|" * longest + "---|---|---|"]
-    for r in records:
-        after = [_mean_std(first_architecture(entry["accuracy"])) for entry in r["tasks"]]
-        after += ["–"] * (longest - len(r["tasks"]))
-        average = (f"{first_architecture(r['final_average_accuracy']):.2f}" if r.get("finished") else "unfinished")
-        stored = r["tasks"][-1]["stored_floats_so_far"] if r["tasks"] else 0
-        lines.append(f"| {r['label']} | {r['stream']['name']} | {r['ipc']} | {r['seed']} | " + " | ".join(after) +
-                     f" | {average} | {stored:,} | {r['protocol']['name']} |")
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------- plot
-PLOT_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7",
-               "#bab0ac")
-
-
-def plot_continual(
-    directories: list[str | Path],
-    out: str | Path | None = None,
-    records: list[dict] | None = None,
-    color_order: list[str] | None = None,
-) -> bytes:
-    """A PNG of accuracy on all seen classes (mean ± std over the evaluation networks, first architecture)
-    against the number of tasks learned: one panel per (stream, IPC), one line per method, a method's colour
-    the same in every panel. ``color_order`` (labels) gives the colours, so that several plots drawn apart
-    agree; labels not in it follow. Returns the PNG's bytes and writes them to ``out`` when given."""
-    from PIL import Image, ImageDraw
-
-    records = records if records is not None else [load_continual(directory) for directory in directories]
-    records = [r for r in records if r["tasks"]]
-    if not records:
-        raise ArtifactError("no continual run with an evaluated task to plot")
-    panels = {}  # (stream, IPC) -> records, in the order given
-    for r in records:
-        panels.setdefault((r["stream"]["name"], r["ipc"]), []).append(r)
-    labels = dict.fromkeys([*(color_order or []), *(r["label"] for r in records)])
-    colors = {label: PLOT_COLORS[i % len(PLOT_COLORS)] for i, label in enumerate(labels)}
-    width, height, left, right, top, bottom = 560, 430, 64, 16, 58, 56
-    legend_rows = max(len(group) for group in panels.values())
-    canvas = Image.new("RGB", (width * len(panels), height + 22 * legend_rows + 12), "white")
-    draw = ImageDraw.Draw(canvas)
-    font, small = _font(15), _font(13)
-    for index, ((stream, ipc), group) in enumerate(panels.items()):
-        x0 = index * width
-        curves = [[(e["task"], first_architecture(e["accuracy"])) for e in r["tasks"]] for r in group]
-        low = min(s["mean"] - s["std"] for curve in curves for _, s in curve)
-        high = max(s["mean"] + s["std"] for curve in curves for _, s in curve)
-        low, high = max(0, 10 * math.floor(low / 10 - 0.05)), min(100, 10 * math.ceil(high / 10 + 0.05))
-        tasks = max(len(r["stream"]["tasks"]) for r in group)
-
-        def sx(task: float) -> float:
-            return x0 + left + (task - 1) / max(tasks - 1, 1) * (width - left - right - 20) + 10  # noqa: B023
-
-        def sy(value: float) -> float:
-            return top + (high - value) / (high - low) * (height - top - bottom)  # noqa: B023
-
-        step = 10 if high - low > 30 else 5
-        for value in range(int(low), int(high) + 1, step):
-            draw.line([(x0 + left, sy(value)), (x0 + width - right, sy(value))], fill="#e4e4e4")
-            _text(draw, (x0 + left - 6, sy(value)), str(value), small, "rm")
-        for task in range(1, tasks + 1):
-            _text(draw, (sx(task), height - bottom + 8), str(task), small, "mt")
-        draw.rectangle([x0 + left, top, x0 + width - right, height - bottom], outline="#888")
-        protocols = sorted({r["protocol"]["name"] for r in group})
-        _text(draw, (x0 + width / 2, 8), f"{stream}, IPC {ipc} per class (protocol {', '.join(protocols)})", font, "mt")
-        _text(draw, (x0 + (left + width - right) / 2, height - 22), "tasks learned", font, "mt")
-        _text(draw, (x0 + 8, top - 22), "accuracy % on all classes seen so far", small, "lt")
-        for r, curve in zip(group, curves):
-            color = colors[r["label"]]
-            points = [(sx(task), sy(s["mean"])) for task, s in curve]
-            for (_, s), (x, _y) in zip(curve, points):
-                if s["n"] > 1:  # the spread over the evaluation networks
-                    draw.line([(x, sy(s["mean"] - s["std"])), (x, sy(s["mean"] + s["std"]))], fill=color, width=2)
-            if len(points) > 1:
-                draw.line(points, fill=color, width=3, joint="curve")
-            for x, y in points:
-                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
-        for row, r in enumerate(group):
-            y = height + 8 + 22 * row
-            final = first_architecture(r["tasks"][-1]["accuracy"])["mean"]
-            draw.rectangle([x0 + left, y + 3, x0 + left + 14, y + 15], fill=colors[r["label"]])
-            last = r["tasks"][-1]
-            shown = f"{r['label']}: {final:.2f}% after task {last['task']}, {last['stored_floats_so_far']:,} floats"
-            _text(draw, (x0 + left + 22, y + 9), shown, small, "lm")
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    if out is not None:
-        atomic_write_bytes(Path(out), buffer.getvalue())
-    return buffer.getvalue()
-
-
-def first_architecture(accuracy: dict) -> dict:
-    """The statistics of the protocol's first architecture in an ``accuracy`` entry (what tables and plots show)."""
-    return next(iter(accuracy.values()))
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType
-    except (TypeError, ImportError, OSError):
-        return ImageFont.load_default()
-
-
-def _text(draw, position: tuple[float, float], text: str, font, anchor: str) -> None:
-    try:
-        draw.text(position, text, fill="#222", font=font, anchor=anchor)
-    except ValueError:  # Pillow's bitmap font has no anchors: place the text's top-left corner
-        draw.text(position, text, fill="#222", font=font)
-
-
-# -------------------------------------------------------------------------------------------- command line

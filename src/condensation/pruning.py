@@ -21,7 +21,8 @@ import torch
 from .containers.base import Container
 from .data.datasets import Dataset
 from .data.augment import flips_allowed
-from .engine.train import TrainSettings, make_evaluation_augment, train_network
+from .data.augment import make_evaluation_augment
+from .engine.train import TrainSettings, train_network
 from .errors import BudgetError, ConfigError
 from .evaluation.evaluate import evaluate_container, train_settings
 from .evaluation.protocols import Protocol, get_protocol

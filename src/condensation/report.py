@@ -24,13 +24,13 @@ from PIL import Image
 
 from .artifacts import is_artifact, load_artifact, load_results
 from .errors import ArtifactError
-from .formatting import format_mean_std
+from .formatting import PALETTE, format_mean_std
 
 IMAGES_PER_CLASS = 10  # columns of a run's image grid
 MAX_CLASSES = 20  # rows of a run's image grid: 25 runs x 200 classes would make a page of tens of megabytes
 CELL_PIXELS = 48  # an image is upscaled (nearest neighbour) to about this many screen pixels per side
 MAX_CURVE_POINTS = 1000  # a 20,000-iteration run logs thousands of losses; a 400 px plot needs fewer
-COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
+
 
 
 def e(value) -> str:
@@ -216,7 +216,7 @@ def loss_plot(points: list[tuple[float, float]], width: int = 400, height: int =
                     for t in ticks(x0, x1) if x0 <= t <= x1)
     line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="loss against iteration">{grid}'
-            f'<polyline points="{line}" fill="none" stroke="{COLORS[0]}" stroke-width="1.5"/>'
+            f'<polyline points="{line}" fill="none" stroke="{PALETTE[0]}" stroke-width="1.5"/>'
             f'<text x="{(left + width) / 2}" y="{height - 4}" text-anchor="middle">iteration</text>'
             f'<text x="12" y="{(top + height - bottom) / 2}" text-anchor="middle" '
             f'transform="rotate(-90 12 {(top + height - bottom) / 2})">loss</text></svg>')
@@ -227,7 +227,7 @@ def accuracy_strip(results: dict, width: int = 400) -> str:
     rows = []  # (label, values, color)
     for i, (name, stats) in enumerate(results["accuracy"].items()):
         values = stats.get("values") if isinstance(stats.get("values"), list) else [stats["mean"]]
-        rows.append((name, [v for v in values if _finite(v)], COLORS[i % len(COLORS)]))
+        rows.append((name, [v for v in values if _finite(v)], PALETTE[i % len(PALETTE)]))
     if results.get("random_baseline"):
         rows.append(("random real", [v for v in results["random_baseline"]["draws"] if _finite(v)], "#999"))
     rows = [row for row in rows if row[1]]
@@ -275,7 +275,7 @@ def budget_bar(results: dict, width: int = 400) -> str:
     scale = (width - 20) / max(budget, sum(parts.values()), 1)
     x, bars, legend = 10.0, [], []
     for i, (name, floats) in enumerate(parts.items()):
-        color = COLORS[i % len(COLORS)]
+        color = PALETTE[i % len(PALETTE)]
         bars.append(f'<rect x="{x:.1f}" y="8" width="{floats * scale:.1f}" height="22" fill="{color}">'
                     f'<title>{e(name)}: {floats:,}</title></rect>')
         legend.append(f'<li><span class="swatch" style="background:{color}"></span>{e(name)}: {floats:,.0f} floats '
@@ -331,7 +331,7 @@ def image_grid(pixels: np.ndarray, labels: np.ndarray, class_names) -> tuple[lis
 def continual_section(directories: list[Path]) -> str:
     """The plot of every continual run (one line per method, one panel per stream and IPC), then per run a
     table of what was stored and the accuracy after each task."""
-    from .continual import load_continual, plot_continual
+    from .results.continual import load_continual, plot_continual
 
     records = [load_continual(directory) for directory in directories]
     evaluated = [r for r in records if r["tasks"]]
@@ -438,7 +438,7 @@ def write_html_report(run_directories: list[Path | str], out: Path | str) -> Pat
     """Write one self-contained HTML page comparing ``run_directories``; returns its path. A run whose
     results.json (or a continual run whose continual.json) is missing or invalid raises ArtifactError (there is
     nothing to compare it by)."""
-    from .continual import is_continual_run
+    from .results.continual import is_continual_run
 
     continual_runs = [Path(directory) for directory in run_directories if is_continual_run(directory)]
     runs = [read_run(Path(directory)) for directory in run_directories if not is_continual_run(directory)]

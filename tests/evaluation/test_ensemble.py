@@ -5,8 +5,8 @@ import torch
 
 from condensation.containers import Batch, create_container
 from condensation.data import DataSpec, Split
-from condensation.engine.train import (TrainSettings, can_train_as_ensemble, make_evaluation_augment,
-                                       predict, train_ensemble, train_network)
+from condensation.data.augment import make_evaluation_augment
+from condensation.engine.train import TrainSettings, can_train_as_ensemble, predict, train_ensemble, train_network
 from condensation.errors import ConfigError
 from condensation.evaluation import evaluate_container, evaluate_on_splits, get_protocol
 from condensation.evaluation import evaluate as evaluate_module

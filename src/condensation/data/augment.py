@@ -193,3 +193,19 @@ def _beta(beta: float, generator: torch.Generator) -> float:
     if beta != 1.0:
         raise ConfigError("cutmix supports beta = 1.0 only (IDC's setting)")
     return float(torch.rand(1, generator=generator))
+
+
+EVALUATION_AUGMENTATIONS = ("dsa", "dc_digits", "none")
+
+
+def make_evaluation_augment(augmentation: str, mode: str, flip_allowed: bool,
+                            strategy: str = DSAConfig.strategy) -> DSA | None:
+    """A protocol's training augmentation: "dsa" (DSA's operations; ``mode`` and ``strategy`` as the
+    protocol says), "dc_digits" (DC's MNIST evaluation, utils.get_daparam: each image gets one of crop by up
+    to 4 px, scale in [0.8, 1.2], rotate by up to 45 degrees; fills are zero, the mean of normalized images), or
+    "none"."""
+    if augmentation == "none":
+        return None
+    if augmentation == "dc_digits":
+        return DSA(DSAConfig(strategy="crop_scale_rotate", mode="each", scale_low=0.8, rotate_degrees=45.0))
+    return DSA(DSAConfig(mode=mode, strategy=strategy), flip_allowed=flip_allowed)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from ..containers.base import Batch
-from ..data.augment import DSA, DSAConfig, cutmix
+from ..data.augment import DSA, cutmix
 from ..networks import batch_norm_layers
 from ..runtime import forward_in_chunks, no_grad_forward
 
@@ -247,19 +247,3 @@ def accuracy(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, bat
     network.eval()
     correct = int((logits.argmax(1) == labels).sum())
     return 100.0 * correct / len(labels)
-
-
-EVALUATION_AUGMENTATIONS = ("dsa", "dc_digits", "none")
-
-
-def make_evaluation_augment(augmentation: str, mode: str, flip_allowed: bool,
-                            strategy: str = DSAConfig.strategy) -> DSA | None:
-    """A protocol's training augmentation: "dsa" (DSA's operations; ``mode`` and ``strategy`` as the
-    protocol says), "dc_digits" (DC's MNIST evaluation, utils.get_daparam: each image gets one of crop by up
-    to 4 px, scale in [0.8, 1.2], rotate by up to 45 degrees; fills are zero, the mean of normalized images), or
-    "none"."""
-    if augmentation == "none":
-        return None
-    if augmentation == "dc_digits":
-        return DSA(DSAConfig(strategy="crop_scale_rotate", mode="each", scale_low=0.8, rotate_degrees=45.0))
-    return DSA(DSAConfig(mode=mode, strategy=strategy), flip_allowed=flip_allowed)

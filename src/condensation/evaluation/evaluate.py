@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from ..containers.base import Batch, Container
-from ..data.augment import DSA, flips_allowed
+from ..data.augment import DSA, flips_allowed, make_evaluation_augment
 from ..data.datasets import Split
-from ..engine.train import (TrainSettings, accuracy, can_train_as_ensemble, make_evaluation_augment, train_ensemble,
+from ..engine.train import (TrainSettings, accuracy, can_train_as_ensemble, train_ensemble,
                             train_network)
 from ..distributed import gather, rank, world_size
 from ..errors import ConfigError

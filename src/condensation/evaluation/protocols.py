@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..data.augment import DSAConfig
-from ..engine.train import EVALUATION_AUGMENTATIONS
+from ..data.augment import EVALUATION_AUGMENTATIONS
 from ..errors import ConfigError
 from ..registry import build_config
 
