@@ -1,10 +1,9 @@
-"""Process-level speed settings shared by every layer: the allocator, numeric precision, no-gradient forwards.
+"""Process-level speed settings shared by every layer: the allocator, numeric precision, no-gradient forwards,
+the device.
 
 Why the allocator: glibc's malloc hands every block above its mmap threshold (at most 32 MiB) straight to the
-kernel and returns it on free, so each large activation (a chunk of 64 Fashion-MNIST images after the first
-ConvNet block is 33 MiB) is page-faulted in anew: on the 2-core development CPU, 15 forwards of 640 images
-took 7-9 M page faults and ~1.1 s each, against none and ~0.48 s with the threshold raised, which keeps
-freed blocks in the heap for reuse (``python benchmarks/speed_probes.py allocator``).
+kernel and returns it on free, so each large activation is page-faulted in anew on every forward; raising the
+threshold keeps freed blocks in the heap for reuse (measurements: benchmarks/README.md, "Allocator").
 """
 from __future__ import annotations
 
