@@ -434,7 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         from study_report import write_report
 
-        write_report(study, results, ROOT / "docs")
+        kinds = [job.kind for job in plan(study)]
+        planned = {"sweep": kinds.count("sweep"), "runs": kinds.count("seed") + kinds.count("select"),
+                   "cross": kinds.count("cross")}
+        write_report(study, results, ROOT / "docs", planned)
         return 0
     if args.command == "plan":
         for job in plan(study):

@@ -1,9 +1,12 @@
 import os
 import time
+import types
+import unittest.mock
 
 import pytest
 import torch
 
+import condensation.engine.condense as condense_module
 from condensation.containers import create_container
 from condensation.engine.checkpoint import load_checkpoint, save_checkpoint
 from condensation.engine.condense import LoopConfig, OptimizerConfig, condense
@@ -25,14 +28,18 @@ def _run(spec, iterations, checkpoint=None, resume=False, stop_after=None, conta
     generator = torch.Generator().manual_seed(123)
     container.initialize(real, generator)
 
+    clock = types.SimpleNamespace(now=0.0)  # the loop's wall clock: each iteration takes seconds_per_iteration
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock.now, process_time=time.process_time)
+
     def stop(iteration, loss):
-        time.sleep(seconds_per_iteration)  # a slow iteration, for the time limit
+        clock.now += seconds_per_iteration  # a slow iteration, for the time limit, whatever the machine's load
         if stop_after is not None and iteration + 1 == stop_after:
             raise Interrupted
 
-    result = condense(container, objective, real, OptimizerConfig(learning_rate=1.0), LoopConfig(iterations, checkpoint_every=2),
-                      generator, checkpoint_path=checkpoint, resume=resume, fingerprint="f", progress=False, on_iteration=stop,
-                      time_limit=time_limit)
+    with unittest.mock.patch.object(condense_module, "time", fake_time):
+        result = condense(container, objective, real, OptimizerConfig(learning_rate=1.0),
+                          LoopConfig(iterations, checkpoint_every=2), generator, checkpoint_path=checkpoint, resume=resume,
+                          fingerprint="f", progress=False, on_iteration=stop, time_limit=time_limit)
     return container, result
 
 

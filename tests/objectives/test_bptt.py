@@ -88,3 +88,25 @@ def test_engine_run_is_deterministic(gray_spec, container_name, memory):
     assert all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
     initial, _ = make_container(container_name, gray_spec)
     assert not all(torch.equal(a, b.detach()) for a, b in zip(first[1], initial.parameters()))
+
+
+def test_truncated_bptt_reaches_only_the_last_k_steps_and_both_memory_modes_agree(gray_spec):
+    """truncate = K: the recompute sweep equals autograd through the graph of the last K steps; K = T is full BPTT,
+    and a truncated gradient differs from the full one."""
+    def gradient(memory, truncate):
+        container, real = make_container("pixels", gray_spec, torch.float64)
+        objective = create_objective("bptt", gray_spec, memory=memory, truncate=truncate, synthetic_per_class=2,
+                                     real_per_class=4, **SMALL)
+        generator = torch.Generator().manual_seed(5)
+        objective.begin_iteration(0, generator)
+        objective.backward(container, real, [0, 1, 2], generator)
+        return container.images.grad.clone()
+
+    full = gradient("unrolled", 0)
+    torch.testing.assert_close(gradient("recompute", 6), full, rtol=1e-9, atol=1e-12)  # K = T: no truncation
+    for k in (1, 3):
+        unrolled, recomputed = gradient("unrolled", k), gradient("recompute", k)
+        torch.testing.assert_close(recomputed, unrolled, rtol=1e-6, atol=1e-10)
+        assert float((unrolled - full).norm()) > 1e-6 * float(full.norm())
+    with pytest.raises(ConfigError, match="truncate"):
+        create_objective("bptt", gray_spec, truncate=7, **SMALL)

@@ -16,6 +16,9 @@ step's generator state, and then goes backwards rebuilding one step's graph at a
     dL/dX_t = (dg_t/dX_t)^T A                (accumulated into the container's .grad).
 
 v_t's value is not needed going backwards: the step is linear in it.
+
+``truncate = K`` (truncated BPTT, the baseline RTP argues against): the gradient reaches only the last K
+inner steps' images; the first T - K steps run as constants (in both memory modes; 0: all T steps).
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class BackpropagationThroughTimeConfig:
     dsa: bool = False  # DSA single mode on each inner batch
     flip_rule: str = "always"
     memory: str = "recompute"  # "recompute" (one step's graph at a time) or "unrolled" (the whole graph)
+    truncate: int = 0  # K > 0: back-propagate through the last K inner steps only (truncated BPTT); 0: all T
 
 
 @OBJECTIVES.register("bptt")
@@ -60,6 +64,9 @@ class BackpropagationThroughTime(Objective):
             raise ConfigError(f"bptt memory must be one of: {', '.join(MEMORY_MODES)}; got '{config.memory}'")
         if config.inner_steps < 1 or config.synthetic_per_class < 1 or config.real_per_class < 1:
             raise ConfigError("bptt needs inner_steps, synthetic_per_class and real_per_class >= 1")
+        if not 0 <= config.truncate <= config.inner_steps:
+            raise ConfigError(f"bptt truncate must be in [0, inner_steps = {config.inner_steps}] (0: no truncation), "
+                              f"got {config.truncate}")
         if config.inner_learning_rate <= 0 or not 0 <= config.inner_momentum < 1:
             raise ConfigError("bptt needs inner_learning_rate > 0 and 0 <= inner_momentum < 1")
         self.augment = self.make_augment(config.dsa, "single")
@@ -100,11 +107,20 @@ class BackpropagationThroughTime(Objective):
         lr, mu = self.config.inner_learning_rate, self.config.inner_momentum
         theta = self._start(container).requires_grad_(True)
         velocity = torch.zeros_like(theta)
-        for _ in range(self.config.inner_steps):
+        first = self._first_differentiated_step()
+        for t in range(self.config.inner_steps):
+            if t == first and first > 0:  # truncation: what came before is a constant start
+                theta, velocity = theta.detach().requires_grad_(True), velocity.detach()
             images, labels = self._batch(container, classes, generator)
-            velocity = mu * velocity + self._gradient(theta, images, labels, create_graph=True)
+            if t < first:
+                images = images.detach()
+            velocity = mu * velocity + self._gradient(theta, images, labels, create_graph=t >= first)
             theta = theta - lr * velocity
         return self._outer(theta, real, classes, generator)
+
+    def _first_differentiated_step(self) -> int:
+        """The first inner step whose images get a gradient: 0, or T - K under truncation."""
+        return self.config.inner_steps - self.config.truncate if self.config.truncate else 0
 
     def backward(self, container, real, classes, generator):
         if self.config.memory == "unrolled":
@@ -130,15 +146,16 @@ class BackpropagationThroughTime(Objective):
 
         # backward sweep: one step's graph at a time
         parameters, replay = trainable(container), torch.Generator()
-        for t in reversed(range(self.config.inner_steps)):
+        first = self._first_differentiated_step()
+        for t in reversed(range(first, self.config.inner_steps)):
             total = adjoint_velocity - lr * adjoint_theta  # adjoint of v_{t+1}
             replay.set_state(states[t])
             images, labels = self._batch(container, classes, replay)
             leaf = snapshots[t].detach().requires_grad_(True)
             gradient = self._gradient(leaf, images, labels, create_graph=True)
-            inputs = parameters + ([leaf] if t > 0 else [])
+            inputs = parameters + ([leaf] if t > first else [])
             torch.autograd.backward((gradient * total).sum(), inputs=inputs)
-            if t > 0:
+            if t > first:
                 adjoint_theta = adjoint_theta + leaf.grad
             adjoint_velocity = mu * total
             snapshots[t] = None
