@@ -34,7 +34,6 @@ artifact). The same configuration and seed give the same numbers, interrupted or
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import sys
 import time
@@ -57,7 +56,7 @@ from .evaluation.evaluate import AccuracySummary, evaluate_on_splits
 from .results.continual import PLOT_FILE, RESULTS_FILE, format_accuracy, plot_continual
 from .io import DirectoryLock, tomllib
 from .registry import Registry, build_config
-from .run import RunConfig, distill, fingerprint, plan_run, run_stage
+from .run import RunConfig, distill, fingerprint, fingerprint_of, plan_run, run_stage
 from .runtime import resolve_device, tune_process
 
 SCHEMA_VERSION = 1
@@ -226,13 +225,8 @@ def reuse_settings(config: ContinualConfig, first_plan, tasks: int, out: Path) -
 
 
 def continual_fingerprint(config: ContinualConfig, stream: Stream) -> str:
-    """Identifies what a continual run computes (progress, output, device and time limit excluded, as for
-    ``run.fingerprint``)."""
-    values = dataclasses.asdict(config)
-    for key in ("progress", "out", "device", "time_limit"):
-        values.pop(key)
-    values["stream"] = stream.to_dict()
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+    """Identifies what a continual run computes (the settings ``run.fingerprint`` leaves out are left out)."""
+    return fingerprint_of({**dataclasses.asdict(config), "stream": stream.to_dict()})
 
 
 # ------------------------------------------------------------------------------------------- stream data

@@ -186,72 +186,66 @@ def leaderboard(runs: list[Run]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- plots
-def ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round axis values (1, 2 or 5 x a power of ten apart) covering [low, high]."""
-    step = 10 ** math.floor(math.log10((high - low) / count))
-    step *= next(m for m in (1, 2, 5, 10) if (high - low) / (step * m) <= count)
-    first = math.ceil(low / step) * step
-    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+# matplotlib draws every plot as SVG, inlined so the page stays one self-contained file. Text stays text (the
+# browser's sans-serif) and each plot gets ids of its own (the hash salt), so that several inline SVGs on one
+# page never share a clip path id.
 
 
-def _span(values: list[float], pad: float = 0.0) -> tuple[float, float]:
-    low, high = min(values), max(values)
-    pad = max(pad, (high - low) * 0.05)
-    return (low - pad, high + pad) if high - low + pad > 0 else (low - 1, high + 1)
+def _svg(figure, name: str, label: str) -> str:
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": name}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    text = buffer.getvalue()
+    start = text.index("<svg")
+    return text[start:].replace("<svg", f'<svg role="img" aria-label="{e(label)}"', 1)
 
 
-def loss_plot(points: list[tuple[float, float]], width: int = 400, height: int = 220) -> str:
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width / 100, height / 100), dpi=100, layout="constrained")
+    return figure, figure.subplots()
+
+
+def loss_plot(points: list[tuple[float, float]], width: int = 400, height: int = 220, name: str = "loss") -> str:
     if not points:
         return "<p class='caption'>No losses logged (no metrics.jsonl, or a recipe without iterations).</p>"
     points = points[::max(1, len(points) // MAX_CURVE_POINTS)] + points[-1:]
-    left, right, top, bottom = 56, 12, 10, 36
-    (x0, x1), (y0, y1) = _span([p[0] for p in points]), _span([p[1] for p in points])
-
-    def sx(x): return left + (x - x0) / (x1 - x0) * (width - left - right)
-    def sy(y): return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
-
-    grid = "".join(f'<line x1="{left}" x2="{width - right}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                   f'<text x="{left - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.4g}</text>' for t in ticks(y0, y1))
-    grid += "".join(f'<text x="{sx(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:.6g}</text>'
-                    for t in ticks(x0, x1) if x0 <= t <= x1)
-    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    return (f'<svg width="{width}" height="{height}" role="img" aria-label="loss against iteration">{grid}'
-            f'<polyline points="{line}" fill="none" stroke="{PALETTE[0]}" stroke-width="1.5"/>'
-            f'<text x="{(left + width) / 2}" y="{height - 4}" text-anchor="middle">iteration</text>'
-            f'<text x="12" y="{(top + height - bottom) / 2}" text-anchor="middle" '
-            f'transform="rotate(-90 12 {(top + height - bottom) / 2})">loss</text></svg>')
+    figure, axes = _figure(width, height)
+    axes.plot([x for x, _ in points], [y for _, y in points], color=PALETTE[0], linewidth=1.5, gid="loss-curve")
+    axes.set_xlabel("iteration", fontsize=9)
+    axes.set_ylabel("loss", fontsize=9)
+    axes.tick_params(labelsize=8)
+    axes.grid(color="#e4e4e4")
+    return _svg(figure, name, "loss against iteration")
 
 
-def accuracy_strip(results: dict, width: int = 400) -> str:
+def accuracy_strip(results: dict, width: int = 400, name: str = "accuracy") -> str:
     """One row of dots per architecture (a dot per network, a bar at the mean), plus the random-real draws."""
     rows = []  # (label, values, color)
-    for i, (name, stats) in enumerate(results["accuracy"].items()):
+    for i, (label, stats) in enumerate(results["accuracy"].items()):
         values = stats.get("values") if isinstance(stats.get("values"), list) else [stats["mean"]]
-        rows.append((name, [v for v in values if _finite(v)], PALETTE[i % len(PALETTE)]))
+        rows.append((label, [v for v in values if _finite(v)], PALETTE[i % len(PALETTE)]))
     if results.get("random_baseline"):
-        rows.append(("random real", [v for v in results["random_baseline"]["draws"] if _finite(v)], "#999"))
+        rows.append(("random real", [v for v in results["random_baseline"]["draws"] if _finite(v)], "#999999"))
     rows = [row for row in rows if row[1]]
     if not rows:
         return "<p class='caption'>No accuracies (the run was not evaluated).</p>"
-    left, right, row_height = 110, 14, 24
-    height = row_height * len(rows) + 30
-    low, high = _span([v for _, values, _ in rows for v in values], pad=1.0)
-
-    def sx(v): return left + (v - low) / (high - low) * (width - left - right)
-
-    parts = [f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="4" y2="{height - 26}" class="grid"/>'
-             f'<text x="{sx(t):.1f}" y="{height - 12}" text-anchor="middle">{t:g}</text>' for t in ticks(low, high)]
-    for i, (name, values, color) in enumerate(rows):
-        y = 4 + row_height * i + row_height / 2
-        mean = sum(values) / len(values)
-        parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{e(name)}</text>'
-                     f'<line x1="{sx(mean):.1f}" x2="{sx(mean):.1f}" y1="{y - 8}" y2="{y + 8}" stroke="{color}" '
-                     f'stroke-width="2"/>')
-        parts += [f'<circle cx="{sx(v):.1f}" cy="{y}" r="4" fill="{color}" fill-opacity="0.6"><title>{v:.2f}</title>'
-                  f'</circle>' for v in values]
-    parts.append(f'<text x="{(left + width) / 2}" y="{height}" text-anchor="middle">test accuracy %</text>')
-    return (f'<svg width="{width}" height="{height + 4}" role="img" aria-label="accuracy per network">'
-            f'{"".join(parts)}</svg>')
+    figure, axes = _figure(width, 24 * len(rows) + 50)
+    for y, (_, values, color) in enumerate(rows):
+        axes.scatter(values, [y] * len(values), s=30, color=color, alpha=0.6)
+        axes.plot([sum(values) / len(values)] * 2, [y - 0.3, y + 0.3], color=color, linewidth=2)
+    axes.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
+    axes.set_ylim(len(rows) - 0.5, -0.5)
+    axes.set_xlabel("test accuracy %", fontsize=9)
+    axes.tick_params(axis="x", labelsize=8)
+    axes.grid(axis="x", color="#e4e4e4")
+    return _svg(figure, name, "accuracy per network")
 
 
 def _paper_note(results: dict, column: int) -> str:
@@ -263,32 +257,30 @@ def _paper_note(results: dict, column: int) -> str:
             f'test set)</small>')
 
 
-def budget_bar(results: dict, width: int = 400) -> str:
+def budget_bar(results: dict, width: int = 400, name: str = "budget") -> str:
     """Stored floats by part as one stacked bar, against a line at the budget B (a bar past it is over budget)."""
     stored, ratio = results["stored_floats"], results["budget_ratio"]
     budget = results.get("budget_floats")
     if not (_finite(budget) and budget > 0):  # budget_floats is optional in results.json; the ratio is not
         budget = stored / ratio if _finite(ratio) and ratio > 0 else max(stored, 1)
     by_part = results.get("stored_floats_by_part")
-    parts = {name: v for name, v in (by_part if isinstance(by_part, dict) else {"stored": stored}).items()
+    parts = {label: v for label, v in (by_part if isinstance(by_part, dict) else {"stored": stored}).items()
              if _finite(v) and v > 0}
-    scale = (width - 20) / max(budget, sum(parts.values()), 1)
-    x, bars, legend = 10.0, [], []
-    for i, (name, floats) in enumerate(parts.items()):
+    figure, axes = _figure(width, 70)
+    axes.barh([0], [budget], color="#eeeeee", height=0.6)
+    left, legend = 0.0, []
+    for i, (label, floats) in enumerate(parts.items()):
         color = PALETTE[i % len(PALETTE)]
-        bars.append(f'<rect x="{x:.1f}" y="8" width="{floats * scale:.1f}" height="22" fill="{color}">'
-                    f'<title>{e(name)}: {floats:,}</title></rect>')
-        legend.append(f'<li><span class="swatch" style="background:{color}"></span>{e(name)}: {floats:,.0f} floats '
+        axes.barh([0], [floats], left=left, color=color, height=0.6)
+        legend.append(f'<li><span class="swatch" style="background:{color}"></span>{e(label)}: {floats:,.0f} floats '
                       f'({floats / budget:.1%} of budget)</li>')
-        x += floats * scale
-    marker = 10 + budget * scale
-    anchor = "end" if marker > width / 2 else "start"  # the label stays inside the plot
-    svg = (f'<svg width="{width}" height="52" role="img" aria-label="stored floats against the budget">'
-           f'<rect x="10" y="8" width="{budget * scale:.1f}" height="22" fill="#eee"/>{"".join(bars)}'
-           f'<line x1="{marker:.1f}" x2="{marker:.1f}" y1="2" y2="36" stroke="#000" stroke-dasharray="3,2"/>'
-           f'<text x="{marker:.1f}" y="48" text-anchor="{anchor}">budget B = {budget:,.0f} floats</text>'
-           f'</svg>')
-    return f"{svg}<ul class='legend'>{''.join(legend)}</ul>"
+        left += floats
+    axes.axvline(budget, color="#000000", linestyle="--", linewidth=1)
+    axes.set_xlim(0, max(budget, left) * 1.02)
+    axes.set_yticks([])
+    axes.tick_params(axis="x", labelsize=8)
+    axes.set_xlabel(f"floats (budget B = {budget:,.0f}, dashed)", fontsize=8)
+    return f"{_svg(figure, name, 'stored floats against the budget')}<ul class='legend'>{''.join(legend)}</ul>"
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -404,9 +396,9 @@ def run_section(run: Run) -> str:
             f'IPC {e(r["ipc"])}</small></h2>'
             f"<dl>{''.join(f'<dt>{e(k)}</dt><dd>{e(v)}</dd>' for k, v in facts.items())}</dl>"
             + "".join(f"<p class='note'>{e(note)}</p>" for note in notes) +
-            f"<div class='panels'><div><h3>Loss</h3>{loss_plot(run.losses)}</div>"
-            f"<div><h3>Accuracy of each evaluation network</h3>{accuracy_strip(r)}</div>"
-            f"<div><h3>Budget: where the stored floats go</h3>{budget_bar(r)}</div></div>"
+            f"<div class='panels'><div><h3>Loss</h3>{loss_plot(run.losses, name=f'loss-{run.index}')}</div>"
+            f"<div><h3>Accuracy of each evaluation network</h3>{accuracy_strip(r, name=f'accuracy-{run.index}')}</div>"
+            f"<div><h3>Budget: where the stored floats go</h3>{budget_bar(r, name=f'budget-{run.index}')}</div></div>"
             f"<h3>Generated images</h3>{grid_html(run)}</section>")
 
 
@@ -426,7 +418,7 @@ section { border-top: 2px solid #ccc; margin-top: 28px; }
 dl { display: grid; grid-template-columns: repeat(4, max-content minmax(0, 1fr)); gap: 2px 12px; font-size: 13px; }
 dt { color: #666; } dd { margin: 0; overflow-wrap: anywhere; }
 .panels { display: flex; flex-wrap: wrap; gap: 24px; }
-svg { font-size: 11px; fill: #333; } svg .grid { stroke: #e4e4e4; }
+svg { height: auto; max-width: 100%; }
 .legend { list-style: none; padding: 0; font-size: 13px; margin: 0; }
 .swatch { display: inline-block; width: 10px; height: 10px; margin-right: 6px; }
 .grid th { font-weight: normal; text-align: right; background: none; }

@@ -261,14 +261,22 @@ def parse_duration(value: str | float | int, name: str = "time_limit") -> float:
     return seconds
 
 
+# settings that decide where a run stops, what it prints or how it is evaluated, not what it computes: a resumed
+# run may change them (continual runs use the same list)
+NOT_FINGERPRINTED = frozenset({"progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device",
+                               "time_limit", "cpu_limit", "snapshots", "evaluation_split", "report", "tensorboard",
+                               "wandb"})
+
+
+def fingerprint_of(values: dict) -> str:
+    """sha256 of a configuration's values, NOT_FINGERPRINTED keys left out."""
+    kept = {key: value for key, value in values.items() if key not in NOT_FINGERPRINTED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def fingerprint(config: RunConfig) -> str:
-    """Identifies a run's configuration for --resume (progress and output settings excluded)."""
-    values = dataclasses.asdict(config)
-    # a resumed run may take another time limit: the limit decides where a run stops, not what it computes
-    for key in ("progress", "out", "evaluate", "random_baseline", "random_baseline_draws", "device", "time_limit",
-                "cpu_limit", "snapshots", "evaluation_split", "report", "tensorboard", "wandb"):
-        values.pop(key)
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+    """Identifies a run's configuration for --resume."""
+    return fingerprint_of(dataclasses.asdict(config))
 
 
 def distill(config: RunConfig, resume: bool = False) -> dict:

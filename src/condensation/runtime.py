@@ -111,3 +111,12 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
     return distributed.local_device(device)
+
+
+def progress_bar(total: int, initial: int, description: str, unit: str, enabled: bool = True):
+    """The library's one progress bar (tqdm, refreshed at most once a second), or None when disabled or empty."""
+    if not enabled or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit=unit, dynamic_ncols=True, mininterval=1.0)

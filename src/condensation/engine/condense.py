@@ -16,6 +16,7 @@ from ..containers.base import Container
 from ..distributed import ClassStreams, all_reduce_gradients, any_rank, check_shardable, is_writer, shard, world_size
 from ..errors import ArtifactError, ConfigError, Interrupted, NumericalError
 from ..objectives.base import Objective
+from ..runtime import progress_bar
 from .checkpoint import load_checkpoint, save_checkpoint
 from .real import RealPool
 
@@ -193,7 +194,7 @@ def condense(
         cpu_before = state.get("cpu_seconds", 0.0)
 
     writer = is_writer()  # rank 0 alone writes the checkpoint and metrics and shows progress
-    bar = _progress_bar(loop.iterations, start, progress and writer)
+    bar = progress_bar(loop.iterations, start, "condense", "it", progress and writer)
     started, cpu_started = time.perf_counter(), time.process_time()
     excluded = [0.0, 0.0]  # wall, CPU seconds spent in at_boundary: not condensation
     elapsed = lambda: seconds_before + time.perf_counter() - started - excluded[0]  # noqa: E731
@@ -391,11 +392,3 @@ def _backward_regularization(container: Container, generator: torch.Generator):
 def _clip(container: Container, config: OptimizerConfig) -> None:
     if config.gradient_clip > 0:
         torch.nn.utils.clip_grad_norm_(container.parameters(), config.gradient_clip)
-
-
-def _progress_bar(total: int, start: int, enabled: bool):
-    if not enabled or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc="condense", unit="it", dynamic_ncols=True, mininterval=1.0)

@@ -39,6 +39,7 @@ from ..errors import ArtifactError, ConfigError
 from ..io import atomic_save_tensors, atomic_write_json, sha256
 from ..networks import create_network
 from ..registry import build_config
+from ..runtime import progress_bar
 from .train import TrainSettings, train_network
 
 MANIFEST = "experts.json"
@@ -166,7 +167,7 @@ def train_experts(dataset: Dataset, config: ExpertConfig, out_dir: str | Path, g
     with torch.no_grad():
         inputs = torch.cat([preprocessing(chunk) for chunk in dataset.train.images.split(4096)]).to(device)
     labels = dataset.train.labels.to(device)
-    bar = _progress_bar(config.experts * config.epochs, len(files) * config.epochs, progress)
+    bar = progress_bar(config.experts * config.epochs, len(files) * config.epochs, "experts", "epoch", progress)
     try:
         for index, seed in enumerate(seeds):
             name = expert_file_name(index)
@@ -331,14 +332,6 @@ def _write_tensor(path: Path, trajectory: torch.Tensor) -> None:
 
 def _write_json(path: Path, payload: dict) -> None:
     atomic_write_json(path, payload, indent=1)
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="experts", unit="epoch", dynamic_ncols=True, mininterval=1.0)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
