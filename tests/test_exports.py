@@ -311,3 +311,13 @@ def test_python_dash_m_condensation():
     done = subprocess.run([sys.executable, "-m", "condensation", "--version"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == f"condense (condensation) {condensation.__version__}"
+
+
+def test_the_listings_are_at_the_top_level_and_agree_with_the_command(capsys):
+    from condensation.cli import main
+
+    assert "hmn" in condensation.list_recipes() and "factorization" in condensation.list_containers()
+    assert "bptt" in condensation.list_objectives() and "fashion_mnist" in condensation.list_datasets()
+    assert "resnet18" in condensation.list_networks() and "cpu" in condensation.list_protocols()
+    assert main(["list", "containers"]) == 0
+    assert capsys.readouterr().out.split() == condensation.list_containers()

@@ -19,7 +19,7 @@ LAYERS = [
     ["engine.condense"],
     ["recipes", "evaluation"],
     ["selection", "pruning", "artifacts"],
-    ["query", "run", "exports"],
+    ["query", "run", "exports", "listing"],
     ["continual"],
     ["report"],
     ["cli", "__main__"],

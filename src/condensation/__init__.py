@@ -3,6 +3,8 @@
 The main entry points load on first use (``import condensation`` stays light and cycle-free)::
 
     from condensation import RunConfig, distill, evaluate_artifact, load_artifact
+    condensation.list_recipes(), list_containers(), list_objectives(), list_datasets(), list_networks(),
+    list_protocols()
 """
 __version__ = "0.1.0"
 
@@ -15,6 +17,7 @@ _LAZY = {
     "load_artifact": "artifacts",
     "Artifact": "artifacts",
     "export_artifact": "exports",
+    **{f"list_{what}": "listing" for what in ("recipes", "containers", "objectives", "datasets", "networks", "protocols")},
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -410,11 +410,10 @@ def _show(args) -> int:
 
 
 def _list(args) -> int:
-    from .containers import CONTAINERS
     from .data import DATASETS
     from .evaluation import PROTOCOLS
-    from .networks import NETWORKS
-    from .objectives import OBJECTIVES
+    from .listing import (list_containers, list_datasets, list_networks, list_objectives, list_protocols,
+                          list_recipes)
     from .recipes import RECIPES
 
     if args.what == "recipes" and (args.dataset or args.ipc):
@@ -425,14 +424,15 @@ def _list(args) -> int:
             raise CondensationError("list recipes --ipc needs --dataset")
         print("\n\n".join(describe_recipe(get_recipe(name, args.dataset, args.ipc or 1)) for name in sorted(RECIPES)))
     elif args.what == "recipes":
-        for name in sorted(RECIPES):
+        for name in list_recipes():
             print(f"{name:<12} {RECIPES[name].description}")
     elif args.what == "protocols":
-        for name in sorted(PROTOCOLS):
+        for name in list_protocols():
             print(f"{name:<8} {PROTOCOLS[name].description}")
     else:
-        registry = {"datasets": DATASETS, "containers": CONTAINERS, "objectives": OBJECTIVES, "networks": NETWORKS}[args.what]
-        print("\n".join(registry.names()))
+        names = {"datasets": list_datasets, "containers": list_containers, "objectives": list_objectives,
+                 "networks": list_networks}[args.what]()
+        print("\n".join(names))
     return 0
 
 
