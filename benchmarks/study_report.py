@@ -112,6 +112,15 @@ def write_report(study: dict, results: Path, docs: Path, planned: dict[str, int]
                if len(by_cell.get(cell["name"], [])) < seeds_planned]
     if missing:
         lines += ["Cells still short of their seeds: " + ", ".join(missing) + ".", ""]
+    lines += ["To continue (finished jobs are skipped; a run killed mid-way resumes from its checkpoint while its run "
+              "directory exists): run the queue from a worktree of a fixed commit, so that edits cannot reach running "
+              "jobs, and commit the new summaries:", "",
+              "```bash",
+              "git worktree add ../study-wt HEAD && cd ../study-wt",
+              "python benchmarks/study.py run --runs ../study-runs --results $OLDPWD/benchmarks/results/study "
+              "--start-until 17:30",
+              "cd $OLDPWD && python benchmarks/study.py --report   # then commit benchmarks/results/study and docs/study*",
+              "```", ""]
 
     # sweeps
     if sweeps:
