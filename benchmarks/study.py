@@ -167,7 +167,12 @@ def job_commands(study: dict, job: Job, runs: Path, results: Path) -> list[list[
         return [distill_command(study, job, runs, results, job.value, "validation")]
     if job.kind == "select":
         winner = select_winner(results, job)
-        return evaluate_commands(study, runs / "sweep" / job.cell["name"] / winner, job.seed)
+        chosen = runs / "sweep" / job.cell["name"] / winner
+        if (chosen / "results.json").exists():
+            return evaluate_commands(study, chosen, job.seed)
+        # the sweep's run directory is gone (another machine or session): condense seed 0 again with the chosen
+        # value, evaluated on the test split, as the other seeds are
+        return [distill_command(study, job, runs, results, winner, "test")]
     if job.kind == "seed":
         source = job.cell["name"] if "sweep" in job.cell else job.cell.get("use_sweep_of")
         value = chosen_value(results, source) if source else None
@@ -254,7 +259,11 @@ def write_summary(study: dict, job: Job, runs: Path, results: Path, job_cpu: flo
     elif job.kind == "select":
         winner = select_winner(results, job)
         directory = runs / "sweep" / job.cell["name"] / winner
-        summary = summarize_run(study, job, directory, "test", from_evaluations=True)
+        if (directory / "results.json").exists():
+            summary = summarize_run(study, job, directory, "test", from_evaluations=True)
+        else:  # condensed again (see job_commands)
+            directory = run_dir(runs, job)
+            summary = summarize_run(study, job, directory, "test")
         summary.update(chosen_value=winner, swept_flag=job.cell["sweep"]["flag"], run=str(directory.relative_to(runs)),
                        chosen_from={v: json.loads(summary_path(results, f"sweep/{job.cell['name']}/{v}").read_text())
                                     ["final"]["mean"] for v in job.cell["sweep"]["values"]})
@@ -359,7 +368,7 @@ def run_queue(study: dict, runs: Path, results: Path, jobs_at_once: int, only: s
         busy = {item.job.key for item in running}
         ready = [job for job in jobs if not done(job.key) and job.key not in busy and job.key not in failed
                  and all(done(need) for need in job.needs)
-                 and not (job.kind in ("sweep", "seed") and locked_elsewhere(run_dir(runs, job)))]
+                 and not (job.kind in ("sweep", "seed", "select") and locked_elsewhere(run_dir(runs, job)))]
         if start_until is not None and time.time() > start_until:
             ready = []
         while ready and len(running) < jobs_at_once:
@@ -367,7 +376,7 @@ def run_queue(study: dict, runs: Path, results: Path, jobs_at_once: int, only: s
             commands = job_commands(study, job, runs, results)
             print(f"study: starting {job.key}", flush=True)
             running.append(Running(job, commands, runs / "logs" / f"{job.key}.log"))
-        elsewhere = [job for job in jobs if not done(job.key) and job.kind in ("sweep", "seed")
+        elsewhere = [job for job in jobs if not done(job.key) and job.kind in ("sweep", "seed", "select")
                      and locked_elsewhere(run_dir(runs, job))]
         if not running and not elsewhere:
             left = [job.key for job in jobs if not done(job.key)]

@@ -465,6 +465,9 @@ def _storage_line(recipe, dataset: str, ipc: int) -> str:
     parts = ", ".join(f"{name} {count:,}" for name, count in container.floats_per_part().items())
     line = (f"  storage: {stored:,} floats = {stored / budget:.2f}x B (B = {budget:,} for IPC {ipc}; {parts})")
     statement = container.budget_statement()
+    if container.over_budget_ratio > 1:
+        statement = (f"condensed at up to {container.over_budget_ratio:g}x B on purpose, then brought back within B by "
+                     f"the recipe's post-condensation step ('{recipe.post_condense}')")
     return line + (f"\n  budget: {statement}" if statement else "")
 
 
