@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "condensation"
 
 # lowest first; a module may import its own layer and those below it
 LAYERS = [
-    ["condensation", "errors", "formatting", "io", "registry", "runtime", "distributed", "schema"],
+    ["condensation", "errors", "formatting", "io", "registry", "runtime", "distributed", "schema", "lazy"],
     ["results"],
     ["data"],
     ["networks"],

@@ -8,6 +8,8 @@ The main entry points load on first use (``import condensation`` stays light and
 """
 __version__ = "0.1.0"
 
+from .lazy import lazy_getattr  # noqa: E402 (after __version__, which submodules import)
+
 # name -> module that defines it; resolved by __getattr__ on first access
 _LAZY = {
     "distill": "run",
@@ -23,15 +25,7 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'condensation' has no attribute '{name}'")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
