@@ -325,8 +325,9 @@ class Running:
         command = self.commands.pop(0)
         with open(self.log, "a") as out:
             out.write(f"$ {shlex.join(command)}\n")
-        self.process = subprocess.Popen(command, stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
-                                        env=single_threaded_env(), cwd=ROOT)
+        with open(self.log, "a") as out:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=single_threaded_env(),
+                                            cwd=ROOT)
 
     def poll(self) -> bool:
         """True when the job has finished (successfully or not)."""

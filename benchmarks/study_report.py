@@ -12,7 +12,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from condensation.formatting import format_mean_std
+from condensation.formatting import PALETTE, format_mean_std
 
 
 def load_summaries(results: Path, prefix: str) -> list[dict]:
@@ -218,7 +218,7 @@ def plot_curves(cells: list[dict], by_cell: dict[str, list[dict]], path: Path, t
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
-    colors = plt.get_cmap("tab10").colors
+    colors = PALETTE
     styles = ["-", "--", ":"]
     drew = False
     for index, cell in enumerate(cells):
